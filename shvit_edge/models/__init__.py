@@ -1,0 +1,1 @@
+"""SHViT modules, the variant registry, checkpoint loading and reparameterization."""

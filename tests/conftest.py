@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+def fixture_path(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.fail(f"shared fixture {path} is missing: CI puts shared/ beside the clone (../shared)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def official_pth() -> Path:
+    return fixture_path("shvit_s1_official.pth")
+
+
+@pytest.fixture(scope="session")
+def timm_safetensors() -> Path:
+    return fixture_path("shvit_s1_official.timm.safetensors")
+
+
+@pytest.fixture(scope="session")
+def reference_io():
+    import numpy as np
+
+    return (torch.from_numpy(np.load(fixture_path("shvit_s1_official.inputs.npy"))),
+            torch.from_numpy(np.load(fixture_path("shvit_s1_official.logits.npy"))))
+
+
+@torch.no_grad()
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Trained-like weights, so no residual branch is zero and fusion is really exercised.
+
+    Every weight is random with fan-in scaling and every norm's affine is random; BatchNorm running
+    statistics are first measured on random inputs (as training would leave them, so activations stay
+    bounded through the residual stack) and then perturbed, so they never match a batch exactly.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if p.ndim > 1:
+            p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
+        elif name.endswith("weight"):  # norm scales
+            p.copy_(0.5 + torch.rand(p.shape, generator=gen))
+        else:
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for _ in range(2):
+        model(torch.randn(8, 3, 128, 128, generator=gen))
+    for m in norms:
+        m.momentum = 0.1
+        m.running_var.mul_(0.8 + 0.4 * torch.rand(m.running_var.shape, generator=gen))
+        m.running_mean.add_(0.1 * torch.randn(m.running_mean.shape, generator=gen) * m.running_var.sqrt())
+    return model.eval()
