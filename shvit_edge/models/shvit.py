@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def _make_divisible(value: float, divisor: int = 8) -> int:
@@ -139,7 +140,7 @@ class SHSA(nn.Module):
 
     Training form: GroupNorm(1) with affine, then a 1x1 ConvNorm to q, k, v. ``fuse()`` folds the qkv BatchNorm
     into its conv and the GroupNorm's per-channel affine into that conv's input side (exact: the conv is 1x1
-    without padding), leaving a GroupNorm(1) without affine.
+    without padding) and returns the deploy form, :class:`SHSADeploy`.
     """
 
     def __init__(self, dim: int, qk_dim: int, pdim: int):
@@ -163,17 +164,52 @@ class SHSA(nn.Module):
         return self.proj(torch.cat([x1, x2], dim=1))
 
     @torch.no_grad()
-    def fuse(self) -> "SHSA":
-        if isinstance(self.qkv, ConvNorm):
-            self.qkv = self.qkv.fuse()
+    def fuse(self) -> "SHSADeploy":
+        qkv = self.qkv.fuse() if isinstance(self.qkv, ConvNorm) else self.qkv
         norm = self.pre_norm
-        if norm.affine:
-            conv = self.qkv
-            w2d = conv.weight[:, :, 0, 0]
-            conv.bias.add_(w2d @ norm.bias)
-            conv.weight.mul_(norm.weight[None, :, None, None])
-            self.pre_norm = nn.GroupNorm(1, self.pdim, eps=norm.eps, affine=False)
-        return self  # proj is fused by the caller's walk over the children
+        if norm.affine:  # (x_hat * g + b) through a 1x1 conv == x_hat through the conv with W*g, bias + W@b
+            qkv.bias.add_(qkv.weight[:, :, 0, 0] @ norm.bias)
+            qkv.weight.mul_(norm.weight[None, :, None, None])
+        return SHSADeploy(self.dim, self.qk_dim, self.pdim, qkv, self.proj, norm.eps)
+
+
+class SHSADeploy(nn.Module):
+    """The fused SHSA in ops every mobile runtime delegates; the same function as :class:`SHSA` in eval mode.
+
+    ExecuTorch's XNNPACK partitioner leaves ``native_group_norm``, ``split_with_sizes`` and the ``expand``
+    that a batched ``@`` decomposes into on portable kernels, splitting the graph into dozens of partitions.
+    Here GroupNorm(1)'s statistics are a 1x1 conv with weight 1/C followed by a spatial mean, the splits are
+    slices, and the matmuls are ``bmm``.
+    """
+
+    def __init__(self, dim: int, qk_dim: int, pdim: int, qkv: nn.Conv2d, proj: nn.Module, eps: float):
+        super().__init__()
+        self.scale = qk_dim ** -0.5
+        self.qk_dim = qk_dim
+        self.dim = dim
+        self.pdim = pdim
+        self.eps = eps
+        self.qkv = qkv
+        self.proj = proj
+        self.register_buffer("channel_mean", torch.full((1, pdim, 1, 1), 1.0 / pdim, dtype=qkv.weight.dtype,
+                                                        device=qkv.weight.device), persistent=False)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """GroupNorm(1, C) without affine: statistics over (C, H, W) of each sample, biased variance."""
+        mu = F.conv2d(x, self.channel_mean).mean((2, 3), keepdim=True)
+        d = x - mu
+        var = F.conv2d(d * d, self.channel_mean).mean((2, 3), keepdim=True)
+        return d * torch.rsqrt(var + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        qk, pd = self.qk_dim, self.pdim
+        x1, x2 = x[:, :pd], x[:, pd:]
+        qkv = self.qkv(self._normalize(x1))
+        q, k, v = qkv[:, :qk].flatten(2), qkv[:, qk:2 * qk].flatten(2), qkv[:, 2 * qk:].flatten(2)
+        attn = (torch.bmm(q.transpose(1, 2), k) * self.scale).softmax(dim=-1)
+        x1 = torch.bmm(v, attn.transpose(1, 2)).reshape(b, pd, h, w)
+        return self.proj(torch.cat([x1, x2], dim=1))
 
 
 class BasicBlock(nn.Module):
@@ -246,7 +282,8 @@ class SHViT(nn.Module):
         return self.stages(self.patch_embed(x))
 
     def forward(self, x: torch.Tensor):
-        x = self.forward_features(x).mean((2, 3))
+        # keepdim then flatten: the same values, and a global average pool that XNNPACK delegates
+        x = self.forward_features(x).mean((2, 3), keepdim=True).flatten(1)
         if not self.distillation:
             return self.head(x)
         out, out_dist = self.head(x), self.head_dist(x)
