@@ -39,9 +39,17 @@ def _stdout():
 
 
 def _stderr():
+    """A console on a duplicate of the process's stderr: converters' C++ logs are held back by redirecting
+    file descriptor 2 while they run (backends/_quiet.py); progress written here still shows."""
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=True)
+    try:
+        handle = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8")
+    except (AttributeError, OSError, ValueError):  # no real descriptor (e.g. a test runner's capture)
+        return Console(stderr=True)
+    return Console(file=handle)
 
 
 def json_option(func):
@@ -128,13 +136,94 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
     _stdout().print(table)
 
 
+@cli.command()
+@click.option("--target", "target", required=True, metavar="TARGET",
+              help="coreml, executorch, tflite, onnx or all; a profile name from targets/; or a profile .toml "
+                   "(several comma-separated).")
+@click.option("--checkpoint", default=None, metavar="FILE", help="The trained checkpoint to export.")
+@checkpoint_options
+@click.option("--resolution", default=None, metavar="N|HxW",
+              help="Input size (default: the variant's, 224; S4 256). Multiples of 16, at least 64.")
+@click.option("--batch", default=1, show_default=True, type=int, help="Batch size baked into the artifact.")
+@click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
+@click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
+              help="Compute precision (default: the target profile's; Core ML fp16, others fp32).")
+@click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
+              help="TFLite input layout; nhwc feeds Android camera buffers without a transpose.")
+@click.option("--coreml-io", type=click.Choice(["image", "tensor"]), default="image", show_default=True,
+              help="Core ML: RGB image in and classifier out, or a normalized float tensor in and logits out.")
+@click.option("--delegate", type=click.Choice(["xnnpack", "coreml"]), default=None,
+              help="ExecuTorch delegate (default xnnpack; coreml lowers to ExecuTorch's Core ML backend).")
+@click.option("--dynamic-batch", is_flag=True, help="ONNX: a dynamic batch dimension.")
+@click.option("--labels", "labels_file", default=None, metavar="FILE",
+              help="Class labels, one per line (default: ImageNet-1k names for 1000 classes, else indices).")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the untrained weights when no checkpoint is given.")
+@json_option
+def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, batch, out_dir, force, precision,
+           layout, coreml_io, delegate, dynamic_batch, labels_file, seed, as_json):
+    """Export a checkpoint (or an untrained variant) to on-device artifacts, each with a manifest beside it."""
+    from .atomic import sigterm_as_interrupt
+    from .export import ExportOptions, export as run_export, load_source, resolve_targets
+    from .models.variants import parse_resolution
+
+    err = _stderr()
+    with sigterm_as_interrupt():
+        profiles = resolve_targets(target)
+        if batch < 1:
+            raise click.BadParameter("must be at least 1", param_hint="--batch")
+        source = load_source(variant=variant, checkpoint=checkpoint, use_ema=use_ema,
+                             trust_checkpoint=trust_checkpoint, labels_file=labels_file, seed=seed)
+        if source.untrained:
+            err.print(f"[bold yellow]WARNING: no --checkpoint: exporting UNTRAINED {source.variant} weights "
+                      f"(seed {seed}). Such artifacts are only for pipeline and latency checks; their "
+                      "predictions mean nothing.[/]")
+        from .models.variants import get_variant
+
+        options = ExportOptions(
+            resolution=parse_resolution(resolution, get_variant(source.variant).resolution), batch=batch,
+            precision=precision, layout=layout, coreml_io=coreml_io, delegate=delegate,
+            dynamic_batch=dynamic_batch)
+        with err.status("exporting ...", spinner="dots") as status:
+            report = run_export(source, profiles, options, out_dir, force=force,
+                                progress=lambda message: status.update(message))
+    if as_json:
+        _emit_json({"artifacts": [a.as_json() for a in report.artifacts],
+                    "failures": [{"target": f.target, "profile": f.profile, "error": f.message}
+                                 for f in report.failures],
+                    "untrained": report.untrained})
+    else:
+        from rich.table import Table
+
+        table = Table(title="exported" + (" (UNTRAINED weights)" if report.untrained else ""))
+        for col in ("target", "profile", "path", "size", "seconds"):
+            table.add_column(col, overflow="fold")
+        for a in report.artifacts:
+            table.add_row(a.target, a.profile, str(a.path), f"{a.size_bytes / 1e6:.1f} MB", f"{a.seconds:.1f}")
+        _stdout().print(table)
+    for failure in report.failures:
+        err.print(f"[bold red]FAILED[/] {failure.target} ({failure.profile}): {failure.message}",
+                  markup=True, highlight=False)
+    if report.failures:
+        sys.exit(1)
+
+
 def main(argv=None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point: click's handling, except that an interrupt exits 130 (Ctrl-C) or 143
+    (SIGTERM) after the command's cleanups have run, instead of click's generic exit 1."""
+    from .atomic import Terminated
+
     try:
-        cli.main(args=argv, prog_name="shvit-edge")
-    except KeyboardInterrupt:  # click turns it into Abort inside main(); this covers the gaps around it
+        code = cli.main(args=argv, prog_name="shvit-edge", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__cause__ or exc.__context__
         click.echo("Aborted.", err=True)
-        sys.exit(130)
+        sys.exit(143 if isinstance(cause, Terminated) else 130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,3 +20,13 @@ def create_model(variant: str | VariantSpec, num_classes: int = 1000, distillati
     model = SHViT(**spec.arch, num_classes=num_classes, distillation=distillation)
     model.variant = spec.name
     return model.eval()
+
+
+def untrained_model(variant: str | VariantSpec, seed: int = 0, num_classes: int = 1000) -> SHViT:
+    """The authors' initialisation drawn from ``seed``, reproducibly and without touching the global RNG:
+    the same seed always gives the same weights, so a reference can be rebuilt later."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(variant, num_classes=num_classes)

@@ -1,0 +1,1 @@
+"""Export backends, one module each; see :mod:`shvit_edge.backends.base`."""

@@ -1,0 +1,97 @@
+"""ExecuTorch: a ``.pte`` lowered to the XNNPACK delegate (Android/iOS CPU) or ExecuTorch's Core ML backend.
+
+``torch.export`` -> ``to_edge_transform_and_lower(partitioner=[...])`` -> ``to_executorch()``. The manifest's
+``delegation`` section records the partitions and every op left outside a delegate (those run on portable
+kernels, with a hand-off each time). The deploy form (:class:`~shvit_edge.models.shvit.SHSADeploy`) makes
+SHViT a single XNNPACK partition with nothing outside it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..manifest import TensorSpec
+from ._quiet import quiet
+from .base import BackendResult, modules_available
+
+NAME = "executorch"
+SUFFIX = ".pte"
+
+
+def is_available() -> bool:
+    return modules_available("executorch")
+
+
+def _partitioner(delegate: str, precision: str, job):
+    if delegate == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        return XnnpackPartitioner()
+    import coremltools as ct
+    from executorch.backends.apple.coreml.compiler import CoreMLBackend
+    from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+    specs = CoreMLBackend.generate_compile_specs(
+        compute_unit=ct.ComputeUnit.ALL, minimum_deployment_target=ct.target.iOS16,
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        model_type=CoreMLBackend.MODEL_TYPE.MODEL)
+    return CoreMLPartitioner(compile_specs=specs, lower_full_graph=True)
+
+
+def delegation_report(edge_program) -> dict:
+    """Partitions (delegate calls) by backend and the ops left outside any delegate, from a lowered program
+    (before ``to_executorch``, which rewrites the graph into out-variants)."""
+    from executorch.exir.lowered_backend_module import get_lowered_submodules
+
+    graph_module = edge_program.exported_program().graph_module
+    backends = Counter(lowered.backend_id for _, lowered, _ in get_lowered_submodules(graph_module))
+    outside: Counter = Counter()
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = getattr(node.target, "__name__", str(node.target))
+        if "executorch_call_delegate" in name or name == "getitem":
+            continue
+        outside[str(getattr(node.target, "_name", name)).replace("aten::", "aten.")] += 1
+    return {"partitions": sum(backends.values()), "backends": dict(backends),
+            "ops_outside": dict(sorted(outside.items())), "ops_outside_total": sum(outside.values())}
+
+
+def export(job, out: Path) -> BackendResult:
+    delegate = job.options.delegate or job.profile.export.delegate or "xnnpack"
+    example = job.example_input()
+    program = job.source.exported_program(example)
+    with quiet():
+        from executorch.exir import to_edge_transform_and_lower
+
+        edge = to_edge_transform_and_lower(program, partitioner=[_partitioner(delegate, job.precision, job)])
+        delegation = delegation_report(edge)
+        executorch_program = edge.to_executorch()
+    with open(out, "wb") as fh:
+        executorch_program.write_to_file(fh)
+    h, w = job.resolution
+    batch = job.options.batch
+    return BackendResult(
+        inputs=(TensorSpec("image", (batch, 3, h, w), "float32", "NCHW"),),
+        outputs=(TensorSpec("logits", (batch, job.source.num_classes), "float32", "NC"),),
+        details={"delegate": delegate, "delegation": delegation, "method": "forward"},
+    )
+
+
+def load(path, manifest=None, threads: int | None = None):
+    """A runner through ``executorch.runtime`` (XNNPACK programs; the Core ML backend runs only on Apple)."""
+    import torch
+
+    with quiet():
+        from executorch.runtime import Runtime
+
+        program = Runtime.get().load_program(Path(path))
+        method = program.load_method("forward")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])[0].numpy()
+
+    return run

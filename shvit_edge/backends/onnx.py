@@ -1,0 +1,69 @@
+"""ONNX: opset 18 through torch's dynamo exporter, one self-contained file; run with ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..manifest import TensorSpec
+from ._quiet import quiet
+from .base import BackendResult, modules_available
+
+NAME = "onnx"
+SUFFIX = ".onnx"
+
+
+def is_available() -> bool:
+    return modules_available("onnx", "onnxruntime", "onnxscript")
+
+
+def export(job, out: Path) -> BackendResult:
+    import onnx
+    import torch
+
+    opset = job.profile.export.opset
+    dynamic = job.options.dynamic_batch
+    example = job.example_input()
+    program = job.source.exported_program(example, dynamic_batch=dynamic)
+    with quiet():
+        torch.onnx.export(program, (example,), str(out), dynamo=True, opset_version=opset,
+                          input_names=["image"], output_names=["logits"], external_data=False,
+                          optimize=True, verbose=False)
+    model = onnx.load(str(out))
+    if dynamic:  # give the dynamic axis a readable name
+        for value in (*model.graph.input, *model.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+        onnx.save(model, str(out))
+    onnx.checker.check_model(model)
+    h, w = job.resolution
+    axes = (0,) if dynamic else ()
+    return BackendResult(
+        inputs=(TensorSpec("image", (job.options.batch, 3, h, w), "float32", "NCHW", dynamic_axes=axes),),
+        outputs=(TensorSpec("logits", (job.options.batch, job.source.num_classes), "float32", "NC",
+                            dynamic_axes=axes),),
+        details={"opset": opset, "ops": _op_histogram(model)},
+    )
+
+
+def _op_histogram(model) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def load(path, manifest=None, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    return run

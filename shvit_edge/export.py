@@ -1,0 +1,354 @@
+"""Export: one deploy model feeds every backend; each artifact is written atomically with its manifest.
+
+:func:`export` is the library entry point behind ``shvit-edge export``. It loads the checkpoint (or builds a
+seeded untrained model), resolves the target profiles, and for each one asks the backend for an artifact in a
+temporary path, then publishes the artifact and its manifest (``<artifact>.json``) by rename.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, atomic_outputs, remove_stale_temporaries,
+                     sha256_of, size_of)
+from .errors import InputError, ShvitEdgeError, UsageError
+from .manifest import ArtifactRef, CheckpointRef, Manifest, Preprocessing, manifest_path
+from .targets import BACKENDS, DEFAULT_PROFILES, TargetProfile, resolve_target
+
+#: timm's evaluation crop for SHViT: resize the shorter side to size / 0.875, centre-crop to size.
+CROP_PCT = 0.875
+LAYOUTS = ("nchw", "nhwc")
+COREML_IO = ("image", "tensor")
+DELEGATES = ("xnnpack", "coreml")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    resolution: tuple[int, int]
+    batch: int = 1
+    precision: str | None = None
+    layout: str = "nchw"
+    coreml_io: str = "image"
+    delegate: str | None = None
+    dynamic_batch: bool = False
+
+
+@dataclass
+class ModelSource:
+    """The model every target of one export run is made from, with the captures they share."""
+
+    model: object  # the unfused SHViT, eval mode
+    variant: str
+    num_classes: int
+    distillation: bool
+    checkpoint: CheckpointRef
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    labels: tuple[str, ...]
+    labels_source: str
+    untrained: bool
+    _deploy: dict = field(default_factory=dict)
+    _programs: dict = field(default_factory=dict)
+
+    def deploy_model(self, fold_std: bool = False, layout: str = "nchw"):
+        """The reparameterized, export-friendly model (cached). ``fold_std``: 1/std folded into the first conv
+        (for inputs that subtract only the mean); ``layout="nhwc"``: takes NHWC and permutes inside."""
+        key = (fold_std, layout)
+        if key not in self._deploy:
+            from .models.deploy import deploy_model
+
+            self._deploy[key] = deploy_model(self.model, input_std=self.std if fold_std else None, layout=layout)
+        return self._deploy[key]
+
+    def exported_program(self, example, dynamic_batch: bool = False, fold_std: bool = False,
+                         layout: str = "nchw"):
+        """``torch.export`` of the deploy model, captured once per input shape and form; each caller gets its
+        own copy, since lowering (ExecuTorch's, for one) rewrites the program it is given."""
+        import copy
+
+        import torch
+
+        key = (tuple(example.shape), dynamic_batch, fold_std, layout)
+        if key not in self._programs:
+            dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+            if dynamic_batch and example.shape[0] == 1:  # batch 1 would specialise the dimension
+                example = example.expand(2, *example.shape[1:]).contiguous()
+            model = self.deploy_model(fold_std, layout)
+            with torch.no_grad():
+                self._programs[key] = torch.export.export(model, (example,), dynamic_shapes=dynamic)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, when copying
+            return copy.deepcopy(self._programs[key])
+
+
+@dataclass
+class ExportJob:
+    """One target's export: the shared source, the target profile, and the options as they apply here."""
+
+    source: ModelSource
+    profile: TargetProfile
+    options: ExportOptions
+    precision: str
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self.options.resolution
+
+    def example_input(self, layout: str = "nchw", seed: int = 0):
+        import torch
+
+        h, w = self.resolution
+        shape = (self.options.batch, 3, h, w) if layout == "nchw" else (self.options.batch, h, w, 3)
+        return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@dataclass(frozen=True)
+class ExportedArtifact:
+    target: str
+    profile: str
+    path: Path
+    manifest: Path
+    sha256: str
+    size_bytes: int
+    seconds: float
+
+    def as_json(self) -> dict:
+        return {"target": self.target, "profile": self.profile, "path": str(self.path),
+                "manifest": str(self.manifest), "sha256": self.sha256, "size_bytes": self.size_bytes,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class ExportFailure:
+    target: str
+    profile: str
+    message: str
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    artifacts: tuple[ExportedArtifact, ...]
+    failures: tuple[ExportFailure, ...]
+    untrained: bool
+
+
+Progress = Callable[[str], None]
+
+
+def resolve_targets(spec: str) -> list[TargetProfile]:
+    """``all``, a backend, a profile name or a TOML path; several may be given comma-separated."""
+    names = [s.strip() for s in str(spec).split(",") if s.strip()]
+    if not names:
+        raise UsageError("no target given")
+    profiles: list[TargetProfile] = []
+    for name in names:
+        for item in (BACKENDS if name == "all" else (name,)):
+            profile = resolve_target(DEFAULT_PROFILES.get(item, item))
+            if profile.name not in [p.name for p in profiles]:
+                profiles.append(profile)
+    return profiles
+
+
+def load_source(*, variant: str | None, checkpoint: str | None, use_ema: bool = False,
+                trust_checkpoint: bool = False, labels_file: str | None = None, seed: int = 0) -> ModelSource:
+    from .models.build import untrained_model
+    from .models.checkpoint import load_checkpoint
+    from .models.variants import get_variant
+
+    if checkpoint is None and variant is None:
+        raise UsageError("give --variant, --checkpoint or both")
+    if checkpoint is not None:
+        loaded = load_checkpoint(checkpoint, variant=variant, use_ema=use_ema, trust_checkpoint=trust_checkpoint)
+        model, name, num_classes, distillation = loaded.model, loaded.variant, loaded.num_classes, \
+            loaded.distillation
+        ref = CheckpointRef(path=str(checkpoint), sha256=loaded.sha256, layout=loaded.layout, use_ema=use_ema)
+        untrained = False
+    else:
+        if use_ema:
+            raise UsageError("--ema needs --checkpoint")
+        name = get_variant(variant).name
+        model, num_classes, distillation = untrained_model(name, seed=seed), 1000, False
+        ref = CheckpointRef(path="untrained", sha256=None, seed=seed)
+        untrained = True
+    spec = get_variant(name)
+    labels, labels_source = _labels(labels_file, num_classes)
+    return ModelSource(model=model, variant=name, num_classes=num_classes, distillation=distillation,
+                       checkpoint=ref, mean=spec.mean, std=spec.std, labels=labels, labels_source=labels_source,
+                       untrained=untrained)
+
+
+def _labels(labels_file: str | None, num_classes: int) -> tuple[tuple[str, ...], str]:
+    if labels_file is not None:
+        path = Path(labels_file)
+        try:
+            lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read labels ({exc})") from None
+        labels = tuple(ln for ln in lines if ln)
+        if len(labels) != num_classes:
+            raise InputError(f"{path}: {len(labels)} labels for a model with {num_classes} classes "
+                             "(one label per line)")
+        if len(set(labels)) != len(labels):
+            raise InputError(f"{path}: labels must be unique (a classifier maps each label to a probability)")
+        return labels, str(path)
+    if num_classes == 1000:
+        from importlib.resources import files
+
+        rows = files("shvit_edge.data").joinpath("imagenet1k_labels.tsv").read_text(encoding="utf-8")
+        labels = tuple(ln.split("\t", 1)[1] for ln in rows.splitlines() if ln and not ln.startswith("#"))
+        return labels, "imagenet-1k"
+    return tuple(str(i) for i in range(num_classes)), "indices"
+
+
+def artifact_name(variant: str, profile: TargetProfile, options: ExportOptions, precision: str, suffix: str) -> str:
+    h, w = options.resolution
+    parts = [variant, f"{h}x{w}"]
+    if options.batch != 1:
+        parts.append(f"b{options.batch}")
+    if profile.backend == "coreml":
+        parts.append(precision)
+        if options.coreml_io == "tensor":
+            parts.append("tensor")
+    if profile.backend == "executorch" and (options.delegate or profile.export.delegate) != "xnnpack":
+        parts.append(options.delegate or profile.export.delegate)
+    if profile.backend == "tflite" and options.layout == "nhwc":
+        parts.append("nhwc")
+    if profile.backend == "onnx" and options.dynamic_batch:
+        parts.append("dynbatch")
+    default_profile = DEFAULT_PROFILES[profile.backend]
+    if profile.name != default_profile:
+        parts.append(profile.name)
+    return "_".join(parts) + suffix
+
+
+def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> None:
+    if options.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {options.batch}")
+    backends = {p.backend for p in profiles}
+    if options.layout not in LAYOUTS:
+        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}")
+    if options.coreml_io not in COREML_IO:
+        raise UsageError(f"--coreml-io must be one of {', '.join(COREML_IO)}")
+    if options.delegate is not None and options.delegate not in DELEGATES:
+        raise UsageError(f"--delegate must be one of {', '.join(DELEGATES)}")
+    for flag, used, backend in (("--layout nhwc", options.layout == "nhwc", "tflite"),
+                                ("--coreml-io tensor", options.coreml_io == "tensor", "coreml"),
+                                ("--delegate", options.delegate is not None, "executorch"),
+                                ("--dynamic-batch", options.dynamic_batch, "onnx")):
+        if used and backend not in backends:
+            raise UsageError(f"{flag} applies to the {backend} target only, and it is not among the targets")
+    for profile in profiles:
+        precision = options.precision or profile.export.precision
+        if precision not in profile.export.precisions:
+            if options.precision is not None and len(profiles) > 1:
+                continue  # with several targets, --precision applies where the profile allows it
+            raise UsageError(f"target {profile.name} does not offer {precision} (it offers: "
+                             f"{', '.join(profile.export.precisions)})")
+        if profile.backend == "tflite" and options.layout not in profile.export.layouts:
+            raise UsageError(f"target {profile.name} does not offer layout {options.layout}")
+        if profile.backend == "executorch" and options.delegate and profile.export.delegates and \
+                options.delegate not in profile.export.delegates:
+            raise UsageError(f"target {profile.name} does not offer the {options.delegate} delegate")
+
+
+def _precision_for(profile: TargetProfile, options: ExportOptions) -> str:
+    if options.precision and options.precision in profile.export.precisions:
+        return options.precision
+    return profile.export.precision
+
+
+def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOptions, out_dir,
+           force: bool = False, progress: Progress | None = None) -> ExportReport:
+    """Export ``source`` for every profile into ``out_dir``. With one profile a failure raises; with several,
+    each finished artifact stays and failures are collected in the report."""
+    from .backends.base import get_backend
+
+    progress = progress or (lambda message: None)
+    _check_options(profiles, options)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    planned = []
+    for profile in profiles:
+        backend = get_backend(profile.backend)
+        precision = _precision_for(profile, options)
+        path = out / artifact_name(source.variant, profile, options, precision, backend.SUFFIX)
+        planned.append((profile, backend, precision, path))
+    existing = [str(p) for *_, p in planned if (p.exists() or manifest_path(p).exists())]
+    if existing and not force:
+        raise UsageError(f"{existing[0]} already exists; pass --force to overwrite"
+                         + (f" ({len(existing) - 1} more)" if len(existing) > 1 else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    artifacts, failures = [], []
+    for profile, backend, precision, path in planned:
+        job = ExportJob(source=source, profile=profile, options=options, precision=precision)
+        try:
+            progress(f"exporting {source.variant} for {profile.name} ({profile.backend}) ...")
+            artifacts.append(_export_one(job, backend, path, force))
+            progress(f"wrote {path}")
+        except ShvitEdgeError as exc:
+            if len(planned) == 1:
+                raise
+            failures.append(ExportFailure(profile.backend, profile.name, str(exc), exc.exit_code))
+        except Exception as exc:  # noqa: BLE001 - a backend library's own failure, reported by target
+            if len(planned) == 1:
+                raise ExportFailed(profile, exc) from exc
+            failures.append(ExportFailure(profile.backend, profile.name, _describe(exc), 1))
+    return ExportReport(tuple(artifacts), tuple(failures), source.untrained)
+
+
+class ExportFailed(ShvitEdgeError):
+    """A backend's converter failed (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, profile: TargetProfile, exc: BaseException):
+        super().__init__(f"{profile.backend} export for {profile.name} failed: {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's type and first lines, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {' '.join(lines[:3])[:500]}".rstrip(": ")
+
+
+def _export_one(job: ExportJob, backend, path: Path, force: bool) -> ExportedArtifact:
+    import torch
+
+    from .backends.base import library_versions, require
+
+    require(job.profile.backend)
+    mpath = manifest_path(path)
+    start = time.perf_counter()
+    with atomic_outputs(path, mpath, overwrite=force) as (tmp, mtmp):
+        result = backend.export(job, tmp)
+        seconds = time.perf_counter() - start
+        sha, size = sha256_of(tmp), size_of(tmp)
+        source = job.source
+        h, w = job.resolution
+        manifest = Manifest(
+            schema_version=1, shvit_edge_version=__version__, target=job.profile.backend,
+            profile=job.profile.name, variant=source.variant, resolution=(h, w), batch=job.options.batch,
+            num_classes=source.num_classes, distillation=source.distillation, checkpoint=source.checkpoint,
+            inputs=result.inputs, outputs=result.outputs,
+            preprocessing=Preprocessing(mean=source.mean, std=source.std, scale=1 / 255,
+                                        resize=int(min(h, w) / CROP_PCT), applied=result.preprocessing_applied),
+            precision=job.precision, quantization=None,
+            versions={"torch": torch.__version__.split("+")[0], **library_versions(job.profile.backend)},
+            artifact=ArtifactRef(file=path.name, sha256=sha,
+                                 sha256_method=FOLDER_SHA256_METHOD if tmp.is_dir() else FILE_SHA256_METHOD,
+                                 size_bytes=size),
+            export_seconds=round(seconds, 3), untrained=source.untrained, labels=source.labels_source,
+            details=result.details,
+        )
+        mtmp.write_text(manifest.to_json(), encoding="utf-8")
+    return ExportedArtifact(job.profile.backend, job.profile.name, path, mpath, sha, size, seconds)

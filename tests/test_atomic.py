@@ -1,0 +1,94 @@
+"""Nothing half-written: atomic outputs, interrupted exports, stale temporaries."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from shvit_edge.atomic import TMP_PREFIX, atomic_outputs, remove_stale_temporaries, sha256_of
+
+
+def test_outputs_appear_only_when_complete(tmp_path):
+    a, b = tmp_path / "model.bin", tmp_path / "model.bin.json"
+    with atomic_outputs(a, b) as (ta, tb):
+        ta.write_bytes(b"weights")
+        tb.write_text("{}")
+        assert not a.exists() and not b.exists()
+        assert ta.name.startswith(TMP_PREFIX)
+    assert a.read_bytes() == b"weights" and b.read_text() == "{}"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(TMP_PREFIX)] == []
+
+
+@pytest.mark.parametrize("error", [RuntimeError("converter crashed"), KeyboardInterrupt()])
+def test_a_failure_or_interrupt_leaves_nothing(tmp_path, error):
+    final = tmp_path / "model.mlpackage"
+    with pytest.raises(type(error)):
+        with atomic_outputs(final) as (tmp,):
+            (tmp / "Data").mkdir(parents=True)
+            (tmp / "Data" / "weights.bin").write_bytes(b"x" * 100)
+            raise error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    final = tmp_path / "pkg"
+    final.mkdir()
+    (final / "old").write_text("old")
+    with pytest.raises(FileExistsError):
+        with atomic_outputs(final) as (tmp,):
+            tmp.mkdir()
+    assert (final / "old").exists()
+    with atomic_outputs(final, overwrite=True) as (tmp,):
+        tmp.mkdir()
+        (tmp / "new").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["new"]
+    assert [p.name for p in tmp_path.iterdir()] == ["pkg"]
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    stale = tmp_path / f"{TMP_PREFIX}{dead.stdout.strip()}-shvit_s1_224x224.onnx"
+    stale.write_bytes(b"half")
+    live = tmp_path / f"{TMP_PREFIX}{os.getpid()}-other.onnx"
+    live.write_bytes(b"in progress")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and live.exists()
+
+
+def test_folder_sha256_covers_names_and_contents(tmp_path):
+    pkg = tmp_path / "a.mlpackage"
+    (pkg / "Data").mkdir(parents=True)
+    (pkg / "Data" / "w.bin").write_bytes(b"1")
+    (pkg / "Manifest.json").write_text("{}")
+    first = sha256_of(pkg)
+    (pkg / "Data" / "w.bin").write_bytes(b"2")
+    assert sha256_of(pkg) != first
+    (pkg / "Data" / "w.bin").write_bytes(b"1")
+    assert sha256_of(pkg) == first
+    (pkg / "Data" / "w.bin").rename(pkg / "Data" / "v.bin")
+    assert sha256_of(pkg) != first
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_killing_an_export_midway_leaves_no_artifact(tmp_path, sig, code):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shvit_edge.cli", "export", "--target", "onnx", "--variant", "shvit_s1",
+         "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # wait until the export is under way (the output folder is made right before the first backend starts)
+    deadline = time.monotonic() + 120
+    while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"export ended before it could be interrupted: {proc.communicate()}"
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert list(out.iterdir()) == []
