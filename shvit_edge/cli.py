@@ -148,7 +148,8 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
-              help="Compute precision (default: the target profile's; Core ML fp16, others fp32).")
+              help="Compute precision (default: the target profile's; Core ML fp16, others fp32). With several "
+                   "targets it applies to those whose profile offers it.")
 @click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
               help="TFLite input layout; nhwc feeds Android camera buffers without a transpose.")
 @click.option("--coreml-io", type=click.Choice(["image", "tensor"]), default="image", show_default=True,
@@ -171,8 +172,6 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
     err = _stderr()
     with sigterm_as_interrupt():
         profiles = resolve_targets(target)
-        if batch < 1:
-            raise click.BadParameter("must be at least 1", param_hint="--batch")
         source = load_source(variant=variant, checkpoint=checkpoint, use_ema=use_ema,
                              trust_checkpoint=trust_checkpoint, labels_file=labels_file, seed=seed)
         if source.untrained:

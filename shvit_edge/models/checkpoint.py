@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import pickle
 import re
 from collections import Counter
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..atomic import sha256_of
 from ..errors import CheckpointError, UnsafeCheckpointError
 from .build import create_model
 from .shvit import SHViT
@@ -106,16 +106,8 @@ def load_checkpoint(path, variant: str | None = None, use_ema: bool = False,
     return LoadedCheckpoint(
         model=model.eval(), variant=spec.name, num_classes=num_classes, distillation=distillation,
         layout=layout, path=path, has_ema=has_ema, used_ema=use_ema, dtype=dtype, container=container,
-        sha256=file_sha256(path), extra={"key_layout": key_layout, **extra},
+        sha256=sha256_of(path), extra={"key_layout": key_layout, **extra},
     )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- reading
