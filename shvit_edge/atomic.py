@@ -60,15 +60,6 @@ def atomic_outputs(*finals: Path, overwrite: bool = False) -> Iterator[list[Path
         raise
 
 
-def atomic_path(final: Path, overwrite: bool = False):
-    """:func:`atomic_outputs` for one path: ``with atomic_path(p) as tmp: write(tmp)``."""
-    @contextlib.contextmanager
-    def _one():
-        with atomic_outputs(final, overwrite=overwrite) as (tmp,):
-            yield tmp
-    return _one()
-
-
 def publish(tmp: Path, final: Path, overwrite: bool) -> None:
     """Move a finished temporary into place; a folder replacing a folder goes via a second temporary."""
     if final.exists() or final.is_symlink():
@@ -82,14 +73,6 @@ def publish(tmp: Path, final: Path, overwrite: bool) -> None:
             _remove(old)
             return
     os.replace(tmp, final)
-
-
-def write_text_atomic(final: Path, text: str, overwrite: bool = True) -> None:
-    with atomic_path(final, overwrite=overwrite) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -167,7 +167,7 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
     """Export a checkpoint (or an untrained variant) to on-device artifacts, each with a manifest beside it."""
     from .atomic import sigterm_as_interrupt
     from .export import ExportOptions, export as run_export, load_source, resolve_targets
-    from .models.variants import parse_resolution
+    from .models.variants import get_variant, parse_resolution
 
     err = _stderr()
     with sigterm_as_interrupt():
@@ -178,8 +178,6 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
             err.print(f"[bold yellow]WARNING: no --checkpoint: exporting UNTRAINED {source.variant} weights "
                       f"(seed {seed}). Such artifacts are only for pipeline and latency checks; their "
                       "predictions mean nothing.[/]")
-        from .models.variants import get_variant
-
         options = ExportOptions(
             resolution=parse_resolution(resolution, get_variant(source.variant).resolution), batch=batch,
             precision=precision, layout=layout, coreml_io=coreml_io, delegate=delegate,

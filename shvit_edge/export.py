@@ -57,31 +57,34 @@ class ModelSource:
     _programs: dict = field(default_factory=dict)
 
     def deploy_model(self, fold_std: bool = False, layout: str = "nchw"):
-        """The reparameterized, export-friendly model (cached). ``fold_std``: 1/std folded into the first conv
-        (for inputs that subtract only the mean); ``layout="nhwc"``: takes NHWC and permutes inside."""
-        key = (fold_std, layout)
-        if key not in self._deploy:
-            from .models.deploy import deploy_model
+        """The reparameterized, export-friendly model, fused once per ``fold_std`` and shared. ``fold_std``:
+        1/std folded into the first conv (for inputs that subtract only the mean); ``layout="nhwc"``: the same
+        model behind a wrapper that takes NHWC and permutes inside."""
+        if fold_std not in self._deploy:
+            from .models.reparam import reparameterize
 
-            self._deploy[key] = deploy_model(self.model, input_std=self.std if fold_std else None, layout=layout)
-        return self._deploy[key]
+            self._deploy[fold_std] = reparameterize(self.model, input_std=self.std if fold_std else None)
+        fused = self._deploy[fold_std]
+        if layout == "nhwc":
+            from .models.deploy import ChannelsLastInput
 
-    def exported_program(self, example, dynamic_batch: bool = False, fold_std: bool = False,
-                         layout: str = "nchw"):
-        """``torch.export`` of the deploy model, captured once per input shape and form; each caller gets its
+            return ChannelsLastInput(fused).eval()
+        return fused
+
+    def exported_program(self, example, dynamic_batch: bool = False):
+        """``torch.export`` of the deploy model, captured once per input shape and shared; each caller gets its
         own copy, since lowering (ExecuTorch's, for one) rewrites the program it is given."""
         import copy
 
         import torch
 
-        key = (tuple(example.shape), dynamic_batch, fold_std, layout)
+        key = (tuple(example.shape), dynamic_batch)
         if key not in self._programs:
             dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
             if dynamic_batch and example.shape[0] == 1:  # batch 1 would specialise the dimension
                 example = example.expand(2, *example.shape[1:]).contiguous()
-            model = self.deploy_model(fold_std, layout)
             with torch.no_grad():
-                self._programs[key] = torch.export.export(model, (example,), dynamic_shapes=dynamic)
+                self._programs[key] = torch.export.export(self.deploy_model(), (example,), dynamic_shapes=dynamic)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, when copying
             return copy.deepcopy(self._programs[key])

@@ -1,13 +1,9 @@
-"""The deploy form every backend exports: reparameterized, and expressed in ops every runtime delegates."""
+"""Wrappers around the deploy form (:func:`~shvit_edge.models.reparam.reparameterize`) for other input layouts."""
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn as nn
-
-from .reparam import reparameterize
 
 
 class ChannelsLastInput(nn.Module):
@@ -19,11 +15,3 @@ class ChannelsLastInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.permute(0, 3, 1, 2))
-
-
-def deploy_model(model: nn.Module, input_std: Sequence[float] | None = None, layout: str = "nchw") -> nn.Module:
-    """Reparameterize ``model`` (a copy; ``model`` is untouched) into its export form."""
-    fused = reparameterize(model, input_std=input_std)
-    if layout == "nhwc":
-        return ChannelsLastInput(fused).eval()
-    return fused
