@@ -36,7 +36,8 @@ class NaiveSHSA(nn.Module):
 
     def __init__(self, d: SHSADeploy):
         super().__init__()
-        self.dim, self.qk_dim, self.pdim, self.scale = d.dim, d.qk_dim, d.pdim, d.scale
+        self.dim, self.qk_dim, self.pdim = d.dim, d.qk_dim, d.pdim
+        self.scale = 1.0  # q's rows in d.qkv already carry qk_dim ** -0.5; the multiply stays, as in the authors' graph
         self.pre_norm = nn.GroupNorm(1, d.pdim, eps=d.eps, affine=False)
         self.qkv, self.proj = d.qkv, d.proj
 

@@ -170,6 +170,9 @@ class SHSA(nn.Module):
         if norm.affine:  # (x_hat * g + b) through a 1x1 conv == x_hat through the conv with W*g, bias + W@b
             qkv.bias.add_(qkv.weight[:, :, 0, 0] @ norm.bias)
             qkv.weight.mul_(norm.weight[None, :, None, None])
+        # the attention scale on q^T k, folded into q's rows: (s q)^T k == s (q^T k)
+        qkv.weight[:self.qk_dim].mul_(self.scale)
+        qkv.bias[:self.qk_dim].mul_(self.scale)
         return SHSADeploy(self.dim, self.qk_dim, self.pdim, qkv, self.proj, norm.eps)
 
 
@@ -179,35 +182,37 @@ class SHSADeploy(nn.Module):
     ExecuTorch's XNNPACK partitioner leaves ``native_group_norm``, ``split_with_sizes`` and the ``expand``
     that a batched ``@`` decomposes into on portable kernels, splitting the graph into dozens of partitions.
     Here GroupNorm(1)'s statistics are a 1x1 conv with weight 1/C followed by a spatial mean, the splits are
-    slices, and the matmuls are ``bmm``.
+    slices, and the matmuls are ``bmm``. Constants are folded where they cost an op: the attention scale into
+    q's rows of ``qkv`` (done by :meth:`SHSA.fuse`) and GroupNorm's eps into the variance conv's bias, so each
+    block is a few ops shorter, which every converter's passes and every runtime pay for per op.
     """
 
     def __init__(self, dim: int, qk_dim: int, pdim: int, qkv: nn.Conv2d, proj: nn.Module, eps: float):
         super().__init__()
-        self.scale = qk_dim ** -0.5
         self.qk_dim = qk_dim
         self.dim = dim
         self.pdim = pdim
         self.eps = eps
-        self.qkv = qkv
+        self.qkv = qkv  # q's rows carry the attention scale qk_dim ** -0.5
         self.proj = proj
-        self.register_buffer("channel_mean", torch.full((1, pdim, 1, 1), 1.0 / pdim, dtype=qkv.weight.dtype,
-                                                        device=qkv.weight.device), persistent=False)
+        kwargs = {"dtype": qkv.weight.dtype, "device": qkv.weight.device}
+        self.register_buffer("channel_mean", torch.full((1, pdim, 1, 1), 1.0 / pdim, **kwargs), persistent=False)
+        self.register_buffer("eps_bias", torch.full((1,), eps, **kwargs), persistent=False)
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         """GroupNorm(1, C) without affine: statistics over (C, H, W) of each sample, biased variance."""
         mu = F.conv2d(x, self.channel_mean).mean((2, 3), keepdim=True)
         d = x - mu
-        var = F.conv2d(d * d, self.channel_mean).mean((2, 3), keepdim=True)
-        return d * torch.rsqrt(var + self.eps)
+        var_eps = F.conv2d(d * d, self.channel_mean, self.eps_bias).mean((2, 3), keepdim=True)  # var + eps
+        return d * torch.rsqrt(var_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         qk, pd = self.qk_dim, self.pdim
         x1, x2 = x[:, :pd], x[:, pd:]
-        qkv = self.qkv(self._normalize(x1))
-        q, k, v = qkv[:, :qk].flatten(2), qkv[:, qk:2 * qk].flatten(2), qkv[:, 2 * qk:].flatten(2)
-        attn = (torch.bmm(q.transpose(1, 2), k) * self.scale).softmax(dim=-1)
+        qkv = self.qkv(self._normalize(x1)).flatten(2)
+        q, k, v = qkv[:, :qk], qkv[:, qk:2 * qk], qkv[:, 2 * qk:]
+        attn = torch.bmm(q.transpose(1, 2), k).softmax(dim=-1)
         x1 = torch.bmm(v, attn.transpose(1, 2)).reshape(b, pd, h, w)
         return self.proj(torch.cat([x1, x2], dim=1))
 
