@@ -13,7 +13,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import ShvitEdgeError
+from .errors import ShvitEdgeError, UsageError
 
 
 class _ToolError(click.ClickException):
@@ -161,15 +161,19 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
               help="Class labels, one per line (default: ImageNet-1k names for 1000 classes, else indices).")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the untrained weights when no checkpoint is given.")
+@click.option("--jobs", "-j", default="auto", show_default=True, metavar="N|auto",
+              help="Targets exported at once, each in its own process (auto: one per CPU, at most one per "
+                   "target; 1: all in this process, one after another).")
 @json_option
 def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, batch, out_dir, force, precision,
-           layout, coreml_io, delegate, dynamic_batch, labels_file, seed, as_json):
+           layout, coreml_io, delegate, dynamic_batch, labels_file, seed, jobs, as_json):
     """Export a checkpoint (or an untrained variant) to on-device artifacts, each with a manifest beside it."""
     from .atomic import sigterm_as_interrupt
     from .export import ExportOptions, export as run_export, load_source, resolve_targets
     from .models.variants import get_variant, parse_resolution
 
     err = _stderr()
+    jobs = _jobs(jobs)
     with sigterm_as_interrupt():
         profiles = resolve_targets(target)
         source = load_source(variant=variant, checkpoint=checkpoint, use_ema=use_ema,
@@ -184,7 +188,7 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
             dynamic_batch=dynamic_batch)
         with err.status("exporting ...", spinner="dots") as status:
             report = run_export(source, profiles, options, out_dir, force=force,
-                                progress=lambda message: status.update(message))
+                                progress=lambda message: status.update(message), jobs=jobs)
     if as_json:
         _emit_json({"artifacts": [a.as_json() for a in report.artifacts],
                     "failures": [{"target": f.target, "profile": f.profile, "error": f.message}
@@ -204,6 +208,82 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
                   markup=True, highlight=False)
     if report.failures:
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--checkpoint", default=None, metavar="FILE",
+              help="Reference checkpoint (default: the one each manifest names).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Allow arbitrary pickled objects in the checkpoint. This runs code from the file: only for "
+                   "files you trust.")
+@click.option("--images", default=None, metavar="DIR",
+              help="A folder of JPEG/PNG images, preprocessed as each manifest says.")
+@click.option("--samples", default=8, show_default=True, type=int,
+              help="Seeded random inputs besides the images (0: images only).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
+@click.option("--min-cosine", "cosine", type=float, default=None,
+              help="Override the profile's minimum cosine similarity.")
+@click.option("--max-abs", "max_abs", type=float, default=None,
+              help="Override the profile's largest absolute difference.")
+@click.option("--min-top1", "top1_agreement", type=float, default=None,
+              help="Override the profile's minimum top-1 agreement (0..1).")
+@click.option("--min-sqnr", "sqnr_db", type=float, default=None, metavar="DB",
+              help="Also require this SQNR in dB (or override the profile's).")
+@click.option("--threads", type=int, default=None, help="Threads of each runtime (default: the runtime's).")
+@json_option
+def verify(paths, checkpoint, trust_checkpoint, images, samples, seed, cosine, max_abs, top1_agreement, sqnr_db,
+           threads, as_json):
+    """Run each artifact in its runtime and compare it with the PyTorch model it came from.
+
+    PATH is an artifact or a folder of artifacts. Exit 0 when every result passes or is skipped (Core ML off
+    Apple hardware), 1 when any fails, 2 for usage or input errors."""
+    from .atomic import sigterm_as_interrupt
+    from .verify import FAIL, VerifyOptions, verify as run_verify
+
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    overrides = {k: v for k, v in (("cosine", cosine), ("max_abs", max_abs), ("top1_agreement", top1_agreement),
+                                   ("sqnr_db", sqnr_db)) if v is not None}
+    options = VerifyOptions(images=images, samples=samples, seed=seed, checkpoint=checkpoint,
+                            trust_checkpoint=trust_checkpoint, overrides=overrides, threads=threads)
+    with sigterm_as_interrupt(), _stderr().status("verifying ...", spinner="dots") as status:
+        results = run_verify(paths, options, progress=lambda message: status.update(message))
+    if as_json:
+        _emit_json({"results": [r.as_json() for r in results]})
+    else:
+        from rich.table import Table
+
+        table = Table(title="verify")
+        for col in ("artifact", "runtime", "status", "cosine", "max abs", "SQNR dB", "top-1", "top-5", "reason"):
+            table.add_column(col, overflow="fold")
+        colours = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
+        for r in results:
+            m = next(iter(r.metrics.values()), {})
+            cells = [_fmt(m.get("cosine"), ".6f"), _fmt(m.get("max_abs"), ".2e"), _fmt(m.get("sqnr_db"), ".1f"),
+                     _fmt(m.get("top1_agreement"), ".3f"), _fmt(m.get("top5_overlap"), ".3f")]
+            table.add_row(r.artifact, r.runtime, f"[{colours[r.status]}]{r.status}[/]", *cells, r.reason)
+        _stdout().print(table)
+    if any(r.status == FAIL for r in results):
+        sys.exit(1)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _jobs(value: str) -> int:
+    from .export import usable_cpus
+
+    if value == "auto":
+        return usable_cpus()
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise UsageError(f"--jobs must be a positive number or auto, got {value!r}")
+    return jobs
 
 
 def main(argv=None) -> None:

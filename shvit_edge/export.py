@@ -7,7 +7,10 @@ temporary path, then publishes the artifact and its manifest (``<artifact>.json`
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -88,6 +91,26 @@ class ModelSource:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, when copying
             return copy.deepcopy(self._programs[key])
+
+    def __getstate__(self) -> dict:
+        """Pickled for an export worker process: the weights travel as safetensors bytes (no pickled tensors,
+        no shared memory), the captures stay behind (each process makes its own)."""
+        from safetensors.torch import save
+
+        state = dict(self.__dict__, _deploy={}, _programs={})
+        weights = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        state["model"] = (self.variant, self.num_classes, self.distillation, save(weights))
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        from safetensors.torch import load
+
+        from .models.build import create_model
+
+        variant, num_classes, distillation, weights = state["model"]
+        model = create_model(variant, num_classes=num_classes, distillation=distillation)
+        model.load_state_dict(load(weights), strict=True)
+        self.__dict__.update(state, model=model.eval())
 
 
 @dataclass
@@ -268,13 +291,16 @@ def _precision_for(profile: TargetProfile, options: ExportOptions) -> str:
 
 
 def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOptions, out_dir,
-           force: bool = False, progress: Progress | None = None) -> ExportReport:
+           force: bool = False, progress: Progress | None = None, jobs: int = 1) -> ExportReport:
     """Export ``source`` for every profile into ``out_dir``. With one profile a failure raises; with several,
-    each finished artifact stays and failures are collected in the report."""
+    each finished artifact stays and failures are collected in the report. ``jobs`` > 1 exports several
+    targets at once, each in a worker process (see :func:`_export_parallel`)."""
     from .backends.base import get_backend
 
     progress = progress or (lambda message: None)
     _check_options(profiles, options)
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
@@ -290,6 +316,10 @@ def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOp
                          + (f" ({len(existing) - 1} more)" if len(existing) > 1 else ""))
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
+    if jobs > 1 and len(planned) > 1:
+        results = _export_parallel(source, planned, options, force, min(jobs, len(planned)), progress, out)
+        return ExportReport(tuple(r for r in results if isinstance(r, ExportedArtifact)),
+                            tuple(r for r in results if isinstance(r, ExportFailure)), source.untrained)
     artifacts, failures = [], []
     for profile, backend, precision, path in planned:
         job = ExportJob(source=source, profile=profile, options=options, precision=precision)
@@ -297,15 +327,159 @@ def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOp
             progress(f"exporting {source.variant} for {profile.name} ({profile.backend}) ...")
             artifacts.append(_export_one(job, backend, path, force))
             progress(f"wrote {path}")
-        except ShvitEdgeError as exc:
-            if len(planned) == 1:
-                raise
-            failures.append(ExportFailure(profile.backend, profile.name, str(exc), exc.exit_code))
         except Exception as exc:  # noqa: BLE001 - a backend library's own failure, reported by target
             if len(planned) == 1:
+                if isinstance(exc, ShvitEdgeError):
+                    raise
                 raise ExportFailed(profile, exc) from exc
-            failures.append(ExportFailure(profile.backend, profile.name, _describe(exc), 1))
+            failures.append(_failure(profile, exc))
     return ExportReport(tuple(artifacts), tuple(failures), source.untrained)
+
+
+def _failure(profile: TargetProfile, exc: BaseException) -> ExportFailure:
+    if isinstance(exc, ShvitEdgeError):
+        return ExportFailure(profile.backend, profile.name, str(exc), exc.exit_code)
+    return ExportFailure(profile.backend, profile.name, _describe(exc), 1)
+
+
+#: Relative conversion cost by backend (S4 on 2 cores, benchmarks/results/export_seconds.json): the
+#: parallel export starts the longest first, so the short ones fill in around it.
+_EXPECTED_COST = {"executorch": 4, "tflite": 3, "coreml": 2, "onnx": 1}
+
+
+def _export_parallel(source: ModelSource, planned: list, options: ExportOptions, force: bool, jobs: int,
+                     progress: Progress, out: Path) -> list:
+    """The targets on ``jobs`` lanes: this process and ``jobs - 1`` spawned workers. The result (artifact or
+    failure) of each target, in ``planned`` order.
+
+    Longest first: this process, which already holds the model and its captures, exports the longest target
+    while the workers start up and take the others in order; when done it takes back any target no worker
+    has started (the cheapest, queued last), where it reuses its captures. Workers get the model once, as
+    weights (see :meth:`ModelSource.__getstate__`), and share their own captures between their targets.
+    Spawned, not forked: this process has used torch's OpenMP pool, and a fork of it can hang in the child.
+
+    Ctrl-C or SIGTERM stops every worker, each of which removes its temporaries (its signal handler raises
+    inside the export, as here); a worker that does not stop within a grace period is killed and its
+    temporaries removed here. A worker that dies (a converter crashing) fails the targets it held, not the run.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    order = sorted(range(len(planned)), key=lambda i: -_EXPECTED_COST.get(planned[i][0].backend, 0))
+    results: list = [None] * len(planned)
+    finished = 0
+
+    def record(i: int, result) -> None:
+        nonlocal finished
+        results[i], finished = result, finished + 1
+        done = planned[i][3] if isinstance(result, ExportedArtifact) else f"{planned[i][0].name} FAILED"
+        progress(f"{finished}/{len(planned)} done ({done}); exporting the rest in {jobs} processes ...")
+
+    def here(i: int) -> None:
+        profile, backend, precision, path = planned[i]
+        progress(f"exporting {source.variant} for {len(planned)} targets in {jobs} processes ...")
+        try:
+            record(i, _export_one(ExportJob(source, profile, options, precision), backend, path, force))
+        except Exception as exc:  # noqa: BLE001 - reported by target
+            record(i, _failure(profile, exc))
+
+    threads = max(1, usable_cpus() // jobs)  # per lane: idle OpenMP threads spin, taking CPU from the others
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    workers = min(jobs - 1, len(order) - 1)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(source, threads))
+    try:
+        futures = {pool.submit(_worker_export, planned[i][0], options, planned[i][2], planned[i][3], force): i
+                   for i in order[1:]}
+        here(order[0])
+        for future in reversed(list(futures)):  # queued last: the cheapest
+            if future.cancel():
+                here(futures.pop(future))
+        for future in as_completed(futures):
+            try:
+                record(futures[future], future.result())
+            except Exception as exc:  # noqa: BLE001 - the worker process died (BrokenProcessPool)
+                record(futures[future], _failure(planned[futures[future]][0],
+                                                 RuntimeError(f"the export process died: {_describe(exc)}")))
+    except BaseException:
+        _stop_workers()
+        remove_stale_temporaries(out)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(previous_threads)
+    return results
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _stop_workers(grace_seconds: float = 10.0) -> None:
+    """SIGTERM every worker (an exporting one cleans up and ends, an idle one ends at once), then SIGKILL
+    those still running after the grace period: a converter deep in native code handles no signal."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + grace_seconds
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+_worker_source: ModelSource | None = None
+
+
+def _worker_init(source: ModelSource, threads: int) -> None:
+    import torch
+
+    global _worker_source
+    os.dup2(2, 1)  # the parent's stdout carries --json: a library's print in here must not land in it
+    # Between exports a signal ends the worker at once, whichever of its threads the kernel hands it to
+    # (a Python handler would wait for the main thread, blocked reading the next task).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    torch.set_num_threads(threads)
+    _worker_source = source
+    try:  # tqdm (the converters' progress bars) would make a multiprocessing lock, and a worker ended by
+        import tqdm  # a signal would leave it for the resource tracker to warn about; a thread lock will do
+
+        tqdm.tqdm.set_lock(threading.RLock())
+    except ImportError:
+        pass
+
+
+def _raise_interrupt(signum, frame) -> None:
+    from .atomic import Terminated
+
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _worker_export(profile: TargetProfile, options: ExportOptions, precision: str, path: Path, force: bool):
+    """One target in a worker. During the export SIGTERM and SIGINT raise, as in a single-process run, so the
+    export's temporaries are removed."""
+    from .backends.base import get_backend
+
+    job = ExportJob(source=_worker_source, profile=profile, options=options, precision=precision)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    try:
+        return _export_one(job, get_backend(profile.backend), path, force)
+    except Exception as exc:  # noqa: BLE001 - reported by target, as in the single-process run
+        return _failure(profile, exc)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class ExportFailed(ShvitEdgeError):

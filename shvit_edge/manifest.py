@@ -35,7 +35,9 @@ class TensorSpec:
 @dataclass(frozen=True)
 class Preprocessing:
     """How an RGB image in 0..255 becomes the input tensor: ``(pixel * scale - mean) / std``, per channel,
-    after resizing the shorter side to ``resize`` and centre-cropping to the input's H x W."""
+    after resizing (bicubic, aspect kept) so the image covers H x W scaled by ``resize / min(H, W)`` — for a
+    square input, the shorter side to ``resize`` — and centre-cropping to the input's H x W
+    (:mod:`shvit_edge.images`)."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]

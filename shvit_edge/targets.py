@@ -55,9 +55,14 @@ class Harness:
 
 @dataclass(frozen=True)
 class Tolerance:
+    """What ``verify`` accepts of an artifact against its PyTorch model: cosine similarity at least ``cosine``,
+    largest absolute difference at most ``max_abs``, arg-max agreement at least ``top1_agreement``, and (when
+    set) SQNR at least ``sqnr_db``."""
+
     cosine: float
     max_abs: float
     top1_agreement: float
+    sqnr_db: float | None = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,11 @@ def timm_safetensors() -> Path:
 
 
 @pytest.fixture(scope="session")
+def images_dir() -> Path:
+    return fixture_path("images")
+
+
+@pytest.fixture(scope="session")
 def reference_io():
     import numpy as np
 

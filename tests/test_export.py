@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from shvit_edge.export import ExportOptions, export, load_source, resolve_target
 from shvit_edge.manifest import read_manifest
 from shvit_edge.models.variants import VARIANTS, parse_resolution
 from shvit_edge.parity.metrics import compare
+from shvit_edge.verify import VerifyOptions, verify
 
 from conftest import randomize
 
@@ -78,6 +80,24 @@ def assert_matches(model, path: Path, x: torch.Tensor):
     return metrics
 
 
+def assert_verifies(path: Path, images_dir: Path, samples: int = 4, runs_here: bool | None = None):
+    """``shvit-edge verify`` on the five fixture images and a few random inputs: an fp32 artifact passes on its
+    runtime; one that cannot run here (a Core ML package, an ExecuTorch program for Apple's Core ML delegate) is
+    skipped with its structural check passed."""
+    results = verify([path], VerifyOptions(images=str(images_dir), samples=samples))
+    assert results, path
+    runs_here = (path.suffix != ".mlpackage") if runs_here is None else runs_here
+    for r in results:
+        expected = "pass" if runs_here else "skipped"
+        assert r.status == expected, r
+        if expected == "skipped":
+            assert "structural check passed" in r.reason, r
+        else:
+            assert r.metrics["logits"]["samples"] == 5 + samples, r
+    assert read_manifest(path.with_name(path.name + ".json")).verification["results"][0]["status"] == expected
+    return results
+
+
 def _export_one(source, target, out, **options):
     profiles = resolve_targets(target)
     spec = VARIANTS[source.variant]
@@ -119,11 +139,12 @@ def check_coreml_structure(path, resolution, num_classes=1000):
 
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("resolution", ["224", "288", "320x192"])
-def test_s1_fixture_exports_and_matches(s1_source, reference_io, tmp_path, target, resolution):
+def test_s1_fixture_exports_and_matches(s1_source, reference_io, images_dir, tmp_path, target, resolution):
     artifact = _export_one(s1_source, target, tmp_path, resolution=resolution)
     res = parse_resolution(resolution)
     manifest = _check_manifest(artifact, s1_source, target, res)
     assert manifest.inputs[0].name == "image"
+    assert_verifies(artifact.path, images_dir)
     if target == "coreml":
         check_coreml_structure(artifact.path, res)
         return
@@ -136,13 +157,53 @@ def test_s1_fixture_exports_and_matches(s1_source, reference_io, tmp_path, targe
         assert delegation["ops_outside"] == {}, delegation
 
 
+def test_model_source_travels_to_a_worker_as_its_weights(s1_source):
+    copied = pickle.loads(pickle.dumps(s1_source))
+    assert copied.model is not s1_source.model and copied._programs == {} and copied._deploy == {}
+    assert (copied.variant, copied.checkpoint, copied.labels) == (s1_source.variant, s1_source.checkpoint,
+                                                                  s1_source.labels)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(copied.model(x), s1_source.model(x))
+
+
+def test_parallel_export_matches_the_model(s1_source, reference_io, images_dir, tmp_path):
+    """Two lanes: this process takes the longest target (TFLite), a spawned worker the other, from the same
+    weights; results come back in the order asked for."""
+    messages = []
+    report = export(s1_source, resolve_targets("onnx,tflite"), ExportOptions(resolution=(224, 224)), tmp_path,
+                    progress=messages.append, jobs=2)
+    assert not report.failures, report.failures
+    assert [a.target for a in report.artifacts] == ["onnx", "tflite"]
+    assert any("in 2 processes" in m for m in messages), messages
+    for artifact in report.artifacts:
+        _check_manifest(artifact, s1_source, artifact.target, (224, 224))
+        assert_matches(s1_source.model, artifact.path, _inputs((224, 224), reference_io))
+        assert_verifies(artifact.path, images_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        n for a in report.artifacts for n in (a.path.name, a.manifest.name))
+
+
+def test_parallel_export_reports_a_failed_target_by_name(s1_source, tmp_path):
+    """A worker's failure is that target's, with the run's other artifacts kept: TFLite (the longer) is
+    exported here, Core ML in the worker, where its image input refuses batch 4."""
+    report = export(s1_source, resolve_targets("coreml,tflite"), ExportOptions(resolution=(64, 64), batch=4),
+                    tmp_path, jobs=2)
+    assert [a.target for a in report.artifacts] == ["tflite"]
+    (failure,) = report.failures
+    assert failure.target == "coreml" and failure.exit_code == 2 and "--coreml-io tensor" in failure.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shvit_s1_64x64_b4.tflite",
+                                                          "shvit_s1_64x64_b4.tflite.json"]
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("variant", ["shvit_s2", "shvit_s3", "shvit_s4"])
-def test_larger_variants_export_and_match(randomized_checkpoints, tmp_path, target, variant):
+def test_larger_variants_export_and_match(randomized_checkpoints, images_dir, tmp_path, target, variant):
     source = load_source(variant=variant, checkpoint=str(randomized_checkpoints[variant]))
     artifact = _export_one(source, target, tmp_path)
     res = (VARIANTS[variant].resolution,) * 2
     manifest = _check_manifest(artifact, source, target, res)
+    assert_verifies(artifact.path, images_dir)
     if target == "coreml":
         check_coreml_structure(artifact.path, res)
         return
@@ -153,22 +214,25 @@ def test_larger_variants_export_and_match(randomized_checkpoints, tmp_path, targ
         assert manifest.details["delegation"]["ops_outside"] == {}
 
 
-def test_tflite_nhwc_layout(s1_source, reference_io, tmp_path):
+def test_tflite_nhwc_layout(s1_source, reference_io, images_dir, tmp_path):
     artifact = _export_one(s1_source, "tflite", tmp_path, layout="nhwc")
+    assert_verifies(artifact.path, images_dir)
     manifest = read_manifest(artifact.manifest)
     assert manifest.inputs[0].layout == "NHWC" and manifest.inputs[0].shape == (1, 224, 224, 3)
     assert_matches(s1_source.model, artifact.path, _inputs((224, 224), reference_io))
 
 
 @pytest.mark.parametrize("target", RUNNABLE)
-def test_batch_16(s1_source, tmp_path, target):
+def test_batch_16(s1_source, images_dir, tmp_path, target):
     artifact = _export_one(s1_source, target, tmp_path, batch=16)
+    assert_verifies(artifact.path, images_dir, samples=12)  # 17 inputs: one full batch, one padded
     assert read_manifest(artifact.manifest).inputs[0].shape == (16, 3, 224, 224)
     assert_matches(s1_source.model, artifact.path, _inputs((224, 224), None, batch=16))
 
 
-def test_onnx_dynamic_batch(s1_source, tmp_path):
+def test_onnx_dynamic_batch(s1_source, images_dir, tmp_path):
     artifact = _export_one(s1_source, "onnx", tmp_path, dynamic_batch=True)
+    assert_verifies(artifact.path, images_dir)
     manifest = read_manifest(artifact.manifest)
     assert manifest.inputs[0].dynamic_axes == (0,)
     runner = get_backend("onnx").load(artifact.path, manifest)
@@ -203,10 +267,11 @@ def test_coreml_image_classifier_package(s1_source, tmp_path, resolution):
     assert manifest.inputs[0].kind == "image"
 
 
-def test_coreml_tensor_io_fp32(s1_source, tmp_path):
+def test_coreml_tensor_io_fp32(s1_source, images_dir, tmp_path):
     from shvit_edge.backends.coreml import describe
 
     artifact = _export_one(s1_source, "coreml", tmp_path, coreml_io="tensor", precision="fp32")
+    assert_verifies(artifact.path, images_dir)
     info = describe(artifact.path)
     assert info["inputs"] == [{"name": "image", "type": "multiArrayType", "shape": [1, 3, 224, 224],
                                "dtype": "FLOAT32"}]
@@ -214,10 +279,12 @@ def test_coreml_tensor_io_fp32(s1_source, tmp_path):
     assert info["classifier"] is None and set(info["weight_dtypes"]) == {"FLOAT32"}
 
 
-def test_executorch_coreml_delegate(s1_source, tmp_path):
+def test_executorch_coreml_delegate(s1_source, images_dir, tmp_path):
     from executorch.exir._serialize._program import deserialize_pte_binary
 
     artifact = _export_one(s1_source, "executorch", tmp_path, delegate="coreml")
+    (result,) = assert_verifies(artifact.path, images_dir, runs_here=False)
+    assert "CoreMLBackend" in result.reason
     manifest = read_manifest(artifact.manifest)
     assert manifest.details["delegation"]["backends"] == {"CoreMLBackend": 1}
     program = deserialize_pte_binary(artifact.path.read_bytes()).program

@@ -3,8 +3,8 @@
 The converters log from Python (torch, torchao loggers; deprecation warnings), print progress on stdout
 (litert-torch's rich console), and write from C++ straight to file descriptor 2 (absl, oneDNN, TFLite). Within
 :func:`quiet` all of it is held back; if the block raises, the captured C++ output is written to stderr so
-nothing that explains a failure is lost. litert-torch's ``convert()`` also resets torch's loggers for good;
-their state is snapshotted and restored here.
+nothing that explains a failure is lost (an interrupt is not a failure: it replays nothing). litert-torch's
+``convert()`` also resets torch's loggers for good; their state is snapshotted and restored here.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _fd_captured(fd: int):
         failed = False
         try:
             yield
-        except BaseException:
+        except Exception:  # not on Ctrl-C / SIGTERM: the user asked to stop, not for the converter's log
             failed = True
             raise
         finally:

@@ -1,8 +1,9 @@
 """What every backend provides, and the registry that finds one by name.
 
 One backend, one module, one surface: ``is_available()``, ``export(job, out) -> BackendResult`` and
-``load(path) -> runner`` (a callable from numpy arrays to numpy arrays). The backend's library is imported
-inside those functions, so a missing extra costs nothing until it is used.
+``load(path, manifest, threads) -> Runner`` (a callable from numpy arrays to numpy arrays that also reports the
+input the runtime itself expects). The backend's library is imported inside those functions, so a missing
+extra costs nothing until it is used.
 """
 
 from __future__ import annotations
@@ -26,7 +27,22 @@ REGISTRY: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "onnx": ("shvit_edge.backends.onnx", "onnx", ("onnx", "onnxruntime", "onnxscript")),
 }
 
-Runner = Callable[[np.ndarray], np.ndarray]
+@dataclass(frozen=True)
+class Runner:
+    """An artifact loaded in its runtime: call it with an input array, get the first output back.
+
+    ``input_name``, ``input_shape`` (``None`` for a dynamic axis) and ``input_dtype`` are what the runtime
+    reports of the loaded artifact, not what a manifest says, so a manifest can be checked against them.
+    """
+
+    run: Callable[[np.ndarray], np.ndarray]
+    runtime: str
+    input_name: str
+    input_shape: tuple[int | None, ...]
+    input_dtype: str
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run(x)
 
 
 @dataclass(frozen=True)
@@ -48,7 +64,12 @@ class Backend(Protocol):
 
     def export(self, job, out) -> BackendResult: ...
 
-    def load(self, path, manifest) -> Runner: ...
+    def load(self, path, manifest=None, threads: int | None = None) -> Runner: ...
+
+    def cannot_run_here(self, path, manifest) -> str | None:
+        """Why the artifact cannot run on this machine (verify then skips it), or None. A backend that can
+        say so also has ``structural_problems(path, manifest) -> (problems, facts)``, the check that runs
+        instead."""
 
 
 class MissingExtraError(UsageError):

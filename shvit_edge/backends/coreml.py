@@ -185,20 +185,89 @@ def describe(path) -> dict:
     }
 
 
-def load(path, manifest=None, threads=None):
-    """A runner on macOS (coremltools ``predict``); elsewhere Core ML cannot run, and this says so."""
+#: compute-unit settings of a profile's ``compute_units`` -> coremltools ``ComputeUnit`` names
+COMPUTE_UNITS = {"cpu_only": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_GPU", "cpu_and_ne": "CPU_AND_NE", "all": "ALL"}
+
+
+def can_run() -> bool:
+    """Core ML predicts only on Apple platforms."""
     import platform
 
-    if platform.system() != "Darwin":
+    return platform.system() == "Darwin"
+
+
+def cannot_run_here(path, manifest) -> str | None:
+    return None if can_run() else "Core ML predicts only on macOS/iOS"
+
+
+def structural_problems(path, manifest) -> tuple[list[str], dict]:
+    """Check a package against its manifest without running it (spec, I/O names, shapes and types, deployment
+    target, op histogram, weight precision): the problems found, and the spec facts that were checked."""
+    try:
+        info = describe(path)
+    except Exception as exc:  # noqa: BLE001 - a package coremltools cannot read is the finding
+        return [f"the spec does not load ({type(exc).__name__}: {exc})"], {}
+    problems = []
+    inputs = info["inputs"]
+    names, expected = [i["name"] for i in inputs], [t.name for t in manifest.inputs]
+    if names != expected:
+        problems.append(f"inputs {names}, the manifest says {expected}")
+    for found, spec in zip(inputs, manifest.inputs, strict=False):  # a count mismatch is reported above
+        if spec.kind == "image":
+            got = (found["type"], found.get("height"), found.get("width"))
+            want = ("imageType", spec.shape[2], spec.shape[3])
+        else:
+            got = (found["type"], tuple(found.get("shape", ())), found.get("dtype"))
+            want = ("multiArrayType", tuple(spec.shape), "FLOAT32")
+        if got != want:
+            problems.append(f"input {spec.name} is {got}, the manifest says {want}")
+    outputs = [o["name"] for o in info["outputs"]]
+    if outputs != [t.name for t in manifest.outputs]:
+        problems.append(f"outputs {outputs}, the manifest says {[t.name for t in manifest.outputs]}")
+    details = manifest.details
+    for key in ("minimum_deployment_target", "ops", "weight_dtypes"):
+        if key in details and info[key] != details[key]:
+            problems.append(f"{key} is {info[key]}, the manifest says {details[key]}")
+    expected_weights = {"fp16": "FLOAT16", "fp32": "FLOAT32"}.get(manifest.precision)
+    if manifest.quantization is None and expected_weights and set(info["weight_dtypes"]) - {expected_weights}:
+        problems.append(f"{manifest.precision} package with weights {info['weight_dtypes']}")
+    facts = {"deployment target": info["minimum_deployment_target"], "ops": sum(info["ops"].values()),
+             "weights": info["weight_dtypes"]}
+    return problems, facts
+
+
+def load(path, manifest=None, threads=None, compute_units: str = "cpu_only"):
+    """A runner through coremltools ``predict`` on macOS, for one compute-unit setting; elsewhere Core ML
+    cannot run, and this says so. An image input takes uint8 (N, 3, H, W) pixels; a classifier's output is
+    its probabilities in label order."""
+    if not can_run():
         raise UsageError("Core ML models run only on macOS/iOS; on this machine only their structure can be "
                          "checked")
     import coremltools as ct
     import numpy as np
+    from PIL import Image
 
-    model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+    from .base import Runner
+
+    model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[compute_units]))
+    info = describe(path)
+    (inp,) = info["inputs"]
+    image = inp["type"] == "imageType"
+    classifier = info["classifier"]
 
     def run(x: np.ndarray) -> np.ndarray:
-        result = model.predict({"image": x})
-        return np.asarray(result.get("logits", next(iter(result.values()))))
+        feeds = ([Image.fromarray(np.ascontiguousarray(p.transpose(1, 2, 0), dtype=np.uint8)) for p in x]
+                 if image else [np.ascontiguousarray(x, dtype=np.float32)])
+        outs = []
+        for feed in feeds:
+            result = model.predict({inp["name"]: feed})
+            if classifier:
+                probs = result[classifier["probabilities"]]
+                outs.append(np.asarray([[probs[label] for label in classifier["labels"]]], dtype=np.float32))
+            else:
+                outs.append(np.asarray(result["logits"], dtype=np.float32))
+        return np.concatenate(outs)
 
-    return run
+    shape = (1, 3, inp["height"], inp["width"]) if image else tuple(inp["shape"])
+    return Runner(run, f"coremltools {ct.__version__} ({compute_units})", inp["name"], shape,
+                  "uint8" if image else "float32")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..manifest import TensorSpec
 from ._quiet import quiet
-from .base import BackendResult, modules_available
+from .base import BackendResult, Runner, modules_available
 
 NAME = "executorch"
 SUFFIX = ".pte"
@@ -81,6 +81,38 @@ def export(job, out: Path) -> BackendResult:
     )
 
 
+def cannot_run_here(path, manifest) -> str | None:
+    """Why this machine's runtime cannot run the program (a delegate it does not have), or None."""
+    with quiet():
+        from executorch.runtime import Runtime
+
+        registry = Runtime.get().backend_registry
+    backends = (manifest.details.get("delegation") or {}).get("backends", {}) if manifest is not None else {}
+    missing = [b for b in backends if not registry.is_available(b)]
+    if missing:
+        return (f"this machine's ExecuTorch runtime has no {', '.join(missing)} (it runs on the devices that "
+                "delegate targets)")
+    return None
+
+
+def structural_problems(path, manifest) -> tuple[list[str], dict]:
+    """What can be checked of a program without running it: it loads, and its method's input is the
+    manifest's."""
+    with quiet():
+        from executorch.runtime import Runtime
+
+        try:
+            meta = Runtime.get().load_program(Path(path)).metadata("forward")
+        except Exception as exc:  # noqa: BLE001 - a program the runtime cannot read is the finding
+            return [f"the program does not load ({type(exc).__name__}: {exc})"], {}
+    info = meta.input_tensor_meta(0)
+    sizes, dtype = tuple(info.sizes()), _SCALAR_TYPES.get(info.dtype(), str(info.dtype()))
+    spec = manifest.inputs[0]
+    problems = [] if (sizes, dtype) == (tuple(spec.shape), spec.dtype) else [
+        f"the program takes {sizes} {dtype}; the manifest says {spec.shape} {spec.dtype}"]
+    return problems, {"input": list(sizes), "delegates": (manifest.details.get("delegation") or {}).get("backends")}
+
+
 def load(path, manifest=None, threads: int | None = None):
     """A runner through ``executorch.runtime`` (XNNPACK programs; the Core ML backend runs only on Apple)."""
     import torch
@@ -90,8 +122,17 @@ def load(path, manifest=None, threads: int | None = None):
 
         program = Runtime.get().load_program(Path(path))
         method = program.load_method("forward")
+    meta = method.metadata.input_tensor_meta(0)
 
     def run(x: np.ndarray) -> np.ndarray:
         return method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])[0].numpy()
 
-    return run
+    from importlib.metadata import version
+
+    return Runner(run, f"executorch.runtime {version('executorch')}", "image", tuple(meta.sizes()),
+                  _SCALAR_TYPES.get(meta.dtype(), str(meta.dtype())))
+
+
+#: ExecuTorch ScalarType codes (runtime/core/portable_type/scalar_type.h) by numpy name
+_SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
+                 7: "float64", 11: "bool"}

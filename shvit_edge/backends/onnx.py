@@ -8,7 +8,7 @@ import numpy as np
 
 from ..manifest import TensorSpec
 from ._quiet import quiet
-from .base import BackendResult, modules_available
+from .base import BackendResult, Runner, modules_available
 
 NAME = "onnx"
 SUFFIX = ".onnx"
@@ -53,6 +53,10 @@ def _op_histogram(model) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def cannot_run_here(path, manifest) -> str | None:
+    return None  # the runtime is a pip package on every platform shvit-edge runs on
+
+
 def load(path, manifest=None, threads: int | None = None):
     import onnxruntime as ort
 
@@ -61,9 +65,12 @@ def load(path, manifest=None, threads: int | None = None):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    first = session.get_inputs()[0]
+    name = first.name
 
     def run(x: np.ndarray) -> np.ndarray:
         return session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
-    return run
+    shape = tuple(d if isinstance(d, int) else None for d in first.shape)
+    dtype = first.type.removeprefix("tensor(").removesuffix(")").replace("float", "float32")
+    return Runner(run, f"onnxruntime {ort.__version__}", name, shape, dtype)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..manifest import TensorSpec
 from ._quiet import quiet
-from .base import BackendResult, modules_available
+from .base import BackendResult, Runner, modules_available
 
 NAME = "tflite"
 SUFFIX = ".tflite"
@@ -72,15 +72,23 @@ def op_histogram(path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def cannot_run_here(path, manifest) -> str | None:
+    return None  # the runtime is a pip package on every platform shvit-edge runs on
+
+
 def load(path, manifest=None, threads: int | None = None):
     with quiet():
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(model_path=str(path), num_threads=threads or 1)
     runner = interpreter.get_signature_runner(SIGNATURE)
+    (name, detail), = runner.get_input_details().items()
 
     def run(x: np.ndarray) -> np.ndarray:
         # copy: the runner's arrays alias the interpreter's buffers
-        return np.array(runner(image=np.ascontiguousarray(x, dtype=np.float32))["logits"], copy=True)
+        return np.array(runner(**{name: np.ascontiguousarray(x, dtype=np.float32)})["logits"], copy=True)
 
-    return run
+    from importlib.metadata import version
+
+    shape = tuple(int(d) for d in detail["shape"])
+    return Runner(run, f"ai-edge-litert {version('ai-edge-litert')}", name, shape, np.dtype(detail["dtype"]).name)
