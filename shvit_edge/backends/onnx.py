@@ -72,5 +72,6 @@ def load(path, manifest=None, threads: int | None = None):
         return session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
     shape = tuple(d if isinstance(d, int) else None for d in first.shape)
-    dtype = first.type.removeprefix("tensor(").removesuffix(")").replace("float", "float32")
+    element = first.type.removeprefix("tensor(").removesuffix(")")
+    dtype = {"float": "float32", "double": "float64"}.get(element, element)  # ONNX names -> numpy names
     return Runner(run, f"onnxruntime {ort.__version__}", name, shape, dtype)
