@@ -161,12 +161,21 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
               help="Class labels, one per line (default: ImageNet-1k names for 1000 classes, else indices).")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the untrained weights when no checkpoint is given.")
+@click.option("--quantize", default=None, metavar="MODE",
+              help="Quantize with the backend's own tooling (ONNX: int8, a calibrated static QDQ model; "
+                   "int8-dynamic). verify then judges the artifact by the profile's int8 tolerances.")
+@click.option("--calibration", default=None, metavar="DIR|random",
+              help="Calibration images for a calibrated mode (the first --calibration-samples by name), or "
+                   "random inputs (only for trying things out: warns).")
+@click.option("--calibration-samples", default=32, show_default=True, type=int,
+              help="How many calibration inputs.")
 @click.option("--jobs", "-j", default="auto", show_default=True, metavar="N|auto",
               help="Targets exported at once, each in its own process (auto: one per CPU, at most one per "
                    "target; 1: all in this process, one after another).")
 @json_option
 def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, batch, out_dir, force, precision,
-           layout, coreml_io, delegate, dynamic_batch, labels_file, seed, jobs, as_json):
+           layout, coreml_io, delegate, dynamic_batch, labels_file, seed, quantize, calibration,
+           calibration_samples, jobs, as_json):
     """Export a checkpoint (or an untrained variant) to on-device artifacts, each with a manifest beside it."""
     from .atomic import sigterm_as_interrupt
     from .export import ExportOptions, export as run_export, load_source, resolve_targets
@@ -185,7 +194,11 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
         options = ExportOptions(
             resolution=parse_resolution(resolution, get_variant(source.variant).resolution), batch=batch,
             precision=precision, layout=layout, coreml_io=coreml_io, delegate=delegate,
-            dynamic_batch=dynamic_batch)
+            dynamic_batch=dynamic_batch, quantize=quantize, calibration=calibration,
+            calibration_samples=calibration_samples)
+        if calibration == "random":
+            err.print("[bold yellow]WARNING: calibrating on random inputs: the int8 ranges will not be those of "
+                      "real images. Pass --calibration DIR for an artifact to ship.[/]")
         with err.status("exporting ...", spinner="dots") as status:
             report = run_export(source, profiles, options, out_dir, force=force,
                                 progress=lambda message: status.update(message), jobs=jobs)

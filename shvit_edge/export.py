@@ -22,6 +22,7 @@ from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, atomic_outputs, r
                      sha256_of, size_of)
 from .errors import InputError, ShvitEdgeError, UsageError
 from .manifest import ArtifactRef, CheckpointRef, Manifest, Preprocessing, manifest_path
+from .quantize import CALIBRATED, check_mode
 from .targets import BACKENDS, DEFAULT_PROFILES, TargetProfile, resolve_target
 
 #: timm's evaluation crop for SHViT: resize the shorter side to size / 0.875, centre-crop to size.
@@ -40,6 +41,10 @@ class ExportOptions:
     coreml_io: str = "image"
     delegate: str | None = None
     dynamic_batch: bool = False
+    #: a --quantize mode (see :mod:`shvit_edge.quantize`), its calibration folder or "random", and count
+    quantize: str | None = None
+    calibration: str | None = None
+    calibration_samples: int = 32
 
 
 @dataclass
@@ -125,6 +130,15 @@ class ExportJob:
     @property
     def resolution(self) -> tuple[int, int]:
         return self.options.resolution
+
+    def calibration(self):
+        """The calibration inputs of a calibrated --quantize mode, preprocessed for this job's input."""
+        from .quantize import calibration_inputs
+
+        h, w = self.resolution
+        source = self.source
+        pre = Preprocessing(mean=source.mean, std=source.std, scale=1 / 255, resize=int(min(h, w) / CROP_PCT))
+        return calibration_inputs(self.options.calibration, self.options.calibration_samples, (h, w), pre)
 
     def example_input(self, layout: str = "nchw", seed: int = 0):
         import torch
@@ -248,6 +262,8 @@ def artifact_name(variant: str, profile: TargetProfile, options: ExportOptions, 
         parts.append("nhwc")
     if profile.backend == "onnx" and options.dynamic_batch:
         parts.append("dynbatch")
+    if options.quantize:
+        parts.append(options.quantize)
     default_profile = DEFAULT_PROFILES[profile.backend]
     if profile.name != default_profile:
         parts.append(profile.name)
@@ -282,9 +298,18 @@ def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> Non
         if profile.backend == "executorch" and options.delegate and profile.export.delegates and \
                 options.delegate not in profile.export.delegates:
             raise UsageError(f"target {profile.name} does not offer the {options.delegate} delegate")
+        if options.quantize:
+            check_mode(profile.backend, profile.name, profile.export.quantization, options.quantize)
+    if options.quantize in CALIBRATED and options.calibration is None:
+        raise UsageError(f"--quantize {options.quantize} is calibrated: give --calibration DIR (an image folder) "
+                         "or --calibration random")
+    if options.calibration is not None and options.quantize not in CALIBRATED:
+        raise UsageError("--calibration applies to a calibrated --quantize mode "
+                         f"({', '.join(CALIBRATED)})")
 
 
 def _precision_for(profile: TargetProfile, options: ExportOptions) -> str:
+
     if options.precision and options.precision in profile.export.precisions:
         return options.precision
     return profile.export.precision
@@ -519,7 +544,7 @@ def _export_one(job: ExportJob, backend, path: Path, force: bool) -> ExportedArt
             inputs=result.inputs, outputs=result.outputs,
             preprocessing=Preprocessing(mean=source.mean, std=source.std, scale=1 / 255,
                                         resize=int(min(h, w) / CROP_PCT), applied=result.preprocessing_applied),
-            precision=job.precision, quantization=None,
+            precision=job.precision, quantization=result.quantization,
             versions={"torch": torch.__version__.split("+")[0], **library_versions(job.profile.backend)},
             artifact=ArtifactRef(file=path.name, sha256=sha,
                                  sha256_method=FOLDER_SHA256_METHOD if tmp.is_dir() else FILE_SHA256_METHOD,

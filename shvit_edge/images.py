@@ -20,15 +20,14 @@ from .manifest import Preprocessing
 SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def list_images(folder) -> list[Path]:
+def list_images(folder, flag: str = "--images") -> list[Path]:
     """The JPEG/PNG files of ``folder``, sorted by name (a deterministic order for calibration)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"--images {folder}: not a folder" if folder.exists() else
-                         f"--images {folder}: no such folder")
+        raise InputError(f"{flag} {folder}: not a folder" if folder.exists() else f"{flag} {folder}: no such folder")
     images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
     if not images:
-        raise InputError(f"--images {folder}: no JPEG or PNG images in it")
+        raise InputError(f"{flag} {folder}: no JPEG or PNG images in it")
     return images
 
 

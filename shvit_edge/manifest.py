@@ -61,6 +61,15 @@ class CheckpointRef:
 
 
 @dataclass(frozen=True)
+class Quantization:
+    #: the --quantize mode, e.g. ``int8`` (static, calibrated) or ``int8-dynamic``
+    mode: str
+    #: the calibration image folder, ``random``, or None for a mode without calibration
+    calibration: str | None = None
+    calibration_count: int = 0
+
+
+@dataclass(frozen=True)
 class ArtifactRef:
     file: str
     sha256: str
@@ -84,7 +93,7 @@ class Manifest:
     outputs: tuple[TensorSpec, ...]
     preprocessing: Preprocessing
     precision: str
-    quantization: str | None
+    quantization: Quantization | None
     versions: dict[str, str]
     artifact: ArtifactRef
     export_seconds: float

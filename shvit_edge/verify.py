@@ -157,7 +157,11 @@ class _Inputs:
 
 
 def tolerance_class(manifest: Manifest) -> str:
-    """The profile's tolerance class for an artifact: its precision (quantized artifacts come with issue 5)."""
+    """The profile's tolerance class for an artifact: its quantization mode's class, else its precision."""
+    from .quantize import TOLERANCE_CLASS
+
+    if manifest.quantization is not None:
+        return TOLERANCE_CLASS[manifest.quantization.mode]
     return manifest.precision
 
 

@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from ..errors import UsageError
-from ..manifest import TensorSpec
+from ..manifest import Quantization, TensorSpec
 
 #: backend name -> (module, pip extra, the distributions whose versions go into the manifest)
 REGISTRY: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -54,6 +54,7 @@ class BackendResult:
     #: ``none`` (the input is a normalized tensor) or ``in-model`` (an image input that normalizes itself)
     preprocessing_applied: str = "none"
     details: dict = field(default_factory=dict)
+    quantization: Quantization | None = None
 
 
 class Backend(Protocol):

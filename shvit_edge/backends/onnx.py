@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..manifest import TensorSpec
+from ..manifest import Quantization, TensorSpec
 from ._quiet import quiet
 from .base import BackendResult, Runner, modules_available
 
@@ -36,14 +36,54 @@ def export(job, out: Path) -> BackendResult:
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
         onnx.save(model, str(out))
     onnx.checker.check_model(model)
+    quantization = None
+    if job.options.quantize:
+        quantization = _quantize(job, out)
+        model = onnx.load(str(out))
     h, w = job.resolution
     axes = (0,) if dynamic else ()
     return BackendResult(
         inputs=(TensorSpec("image", (job.options.batch, 3, h, w), "float32", "NCHW", dynamic_axes=axes),),
         outputs=(TensorSpec("logits", (job.options.batch, job.source.num_classes), "float32", "NC",
                             dynamic_axes=axes),),
-        details={"opset": opset, "ops": _op_histogram(model)},
+        details={"opset": opset, "ops": _op_histogram(model)}, quantization=quantization,
     )
+
+
+def _quantize(job, out: Path) -> Quantization:
+    """Quantize the fp32 model at ``out`` in place with onnxruntime.quantization: ``int8-dynamic`` (int8
+    weights, activations quantized at run time) or ``int8`` (QDQ, int8 per-channel weights and int8
+    activations with ranges calibrated on the job's calibration inputs). Both after ORT's pre-processing
+    (shape inference and graph optimization), as its documentation recommends."""
+    import tempfile
+
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    mode = job.options.quantize
+    with tempfile.TemporaryDirectory() as folder, quiet():
+        prepared = Path(folder) / "prepared.onnx"
+        quant_pre_process(str(out), str(prepared))
+        if mode == "int8-dynamic":
+            quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
+            return Quantization(mode)
+        calibration = job.calibration()
+        batch = job.options.batch
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                x = calibration.inputs
+                if len(x) % batch:  # the model's batch is fixed: pad the last chunk with the first inputs
+                    x = np.concatenate([x, x[:batch - len(x) % batch]])
+                self._chunks = iter([{"image": x[i:i + batch]} for i in range(0, len(x), batch)])
+
+            def get_next(self):
+                return next(self._chunks, None)
+
+        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return Quantization(mode, calibration.source, calibration.count)
 
 
 def _op_histogram(model) -> dict[str, int]:
