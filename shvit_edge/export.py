@@ -306,6 +306,13 @@ def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> Non
     if options.calibration is not None and options.quantize not in CALIBRATED:
         raise UsageError("--calibration applies to a calibrated --quantize mode "
                          f"({', '.join(CALIBRATED)})")
+    if options.calibration is not None:  # before any conversion starts
+        if options.calibration_samples < 1:
+            raise UsageError(f"--calibration-samples must be at least 1, got {options.calibration_samples}")
+        if options.calibration != "random":
+            from .images import list_images
+
+            list_images(options.calibration, "--calibration")
 
 
 def _precision_for(profile: TargetProfile, options: ExportOptions) -> str:
