@@ -24,6 +24,25 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process is, so that cleanup runs as for Ctrl-C."""
 
 
+#: the signal that asked this process to stop, while :func:`sigterm_as_interrupt` is active. A converter that
+#: calls back into Python can swallow the exception the handler raises (litert-torch's does, measured); the
+#: record survives, and :func:`atomic_outputs` refuses to publish after it.
+_stop_requested: int | None = None
+
+
+def raise_on_signal(signum, frame) -> None:
+    """Signal handler: remember the request, then raise Terminated (SIGTERM) or KeyboardInterrupt."""
+    global _stop_requested
+    _stop_requested = signum
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def check_stop_requested() -> None:
+    """Raise again for a stop request whose exception a library swallowed."""
+    if _stop_requested is not None:
+        raise Terminated() if _stop_requested == signal.SIGTERM else KeyboardInterrupt()
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -49,6 +68,7 @@ def atomic_outputs(*finals: Path, overwrite: bool = False) -> Iterator[list[Path
         _remove(tmp)
     try:
         yield temps
+        check_stop_requested()
         for tmp in temps:
             if not tmp.exists():
                 raise FileNotFoundError(f"nothing was written to {tmp}")
@@ -102,19 +122,22 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within this block SIGTERM raises :class:`Terminated` (a KeyboardInterrupt), so cleanups run."""
-    def _raise(signum, frame):
-        raise Terminated()
-
+    """Within this block SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) and SIGINT a
+    KeyboardInterrupt, so cleanups run; the request is also remembered (:func:`check_stop_requested`)."""
+    global _stop_requested
     try:
-        previous = signal.signal(signal.SIGTERM, _raise)
+        previous = (signal.signal(signal.SIGTERM, raise_on_signal), signal.signal(signal.SIGINT, raise_on_signal))
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    _stop_requested = None
     try:
         yield
+        check_stop_requested()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+        _stop_requested = None
 
 
 def sha256_of(path: Path) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, atomic_outputs, remove_stale_temporaries,
-                     sha256_of, size_of)
+from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, atomic_outputs, check_stop_requested,
+                     remove_stale_temporaries, sha256_of, size_of)
 from .errors import InputError, ShvitEdgeError, UsageError
 from .manifest import ArtifactRef, CheckpointRef, Manifest, Preprocessing, manifest_path
 from .quantize import CALIBRATED, check_mode
@@ -131,14 +131,18 @@ class ExportJob:
     def resolution(self) -> tuple[int, int]:
         return self.options.resolution
 
+    def preprocessing(self, applied: str = "none") -> Preprocessing:
+        """How an image becomes this job's input (timm's evaluation crop for the resolution)."""
+        h, w = self.resolution
+        return Preprocessing(mean=self.source.mean, std=self.source.std, scale=1 / 255,
+                             resize=int(min(h, w) / CROP_PCT), applied=applied)
+
     def calibration(self):
         """The calibration inputs of a calibrated --quantize mode, preprocessed for this job's input."""
         from .quantize import calibration_inputs
 
-        h, w = self.resolution
-        source = self.source
-        pre = Preprocessing(mean=source.mean, std=source.std, scale=1 / 255, resize=int(min(h, w) / CROP_PCT))
-        return calibration_inputs(self.options.calibration, self.options.calibration_samples, (h, w), pre)
+        return calibration_inputs(self.options.calibration, self.options.calibration_samples, self.resolution,
+                                  self.preprocessing())
 
     def example_input(self, layout: str = "nchw", seed: int = 0):
         import torch
@@ -316,7 +320,6 @@ def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> Non
 
 
 def _precision_for(profile: TargetProfile, options: ExportOptions) -> str:
-
     if options.precision and options.precision in profile.export.precisions:
         return options.precision
     return profile.export.precision
@@ -427,9 +430,11 @@ def _export_parallel(source: ModelSource, planned: list, options: ExportOptions,
         futures = {pool.submit(_worker_export, planned[i][0], options, planned[i][2], planned[i][3], force): i
                    for i in order[1:]}
         here(order[0])
+        check_stop_requested()  # a stop that a converter swallowed
         for future in reversed(list(futures)):  # queued last: the cheapest
             if future.cancel():
                 here(futures.pop(future))
+                check_stop_requested()
         for future in as_completed(futures):
             try:
                 record(futures[future], future.result())
@@ -491,20 +496,15 @@ def _worker_init(source: ModelSource, threads: int) -> None:
         pass
 
 
-def _raise_interrupt(signum, frame) -> None:
-    from .atomic import Terminated
-
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
 def _worker_export(profile: TargetProfile, options: ExportOptions, precision: str, path: Path, force: bool):
     """One target in a worker. During the export SIGTERM and SIGINT raise, as in a single-process run, so the
     export's temporaries are removed."""
+    from .atomic import raise_on_signal
     from .backends.base import get_backend
 
     job = ExportJob(source=_worker_source, profile=profile, options=options, precision=precision)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_on_signal)
+    signal.signal(signal.SIGINT, raise_on_signal)
     try:
         return _export_one(job, get_backend(profile.backend), path, force)
     except Exception as exc:  # noqa: BLE001 - reported by target, as in the single-process run
@@ -549,8 +549,7 @@ def _export_one(job: ExportJob, backend, path: Path, force: bool) -> ExportedArt
             profile=job.profile.name, variant=source.variant, resolution=(h, w), batch=job.options.batch,
             num_classes=source.num_classes, distillation=source.distillation, checkpoint=source.checkpoint,
             inputs=result.inputs, outputs=result.outputs,
-            preprocessing=Preprocessing(mean=source.mean, std=source.std, scale=1 / 255,
-                                        resize=int(min(h, w) / CROP_PCT), applied=result.preprocessing_applied),
+            preprocessing=job.preprocessing(result.preprocessing_applied),
             precision=job.precision, quantization=result.quantization,
             versions={"torch": torch.__version__.split("+")[0], **library_versions(job.profile.backend)},
             artifact=ArtifactRef(file=path.name, sha256=sha,

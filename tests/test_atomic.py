@@ -137,3 +137,19 @@ def test_killing_a_parallel_export_stops_its_workers_and_leaves_nothing(tmp_path
     assert "Traceback" not in stderr
     assert not any(_running(w) for w in workers)
     assert list(out.iterdir()) == []
+
+
+def test_an_interrupt_a_library_swallowed_still_stops_the_publish(tmp_path):
+    """litert-torch's converter can swallow the exception a SIGTERM handler raises (measured: the export then
+    finished with exit 0); the request is remembered and the artifact is not published."""
+    from shvit_edge.atomic import Terminated, sigterm_as_interrupt
+
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        with atomic_outputs(tmp_path / "model.tflite") as (tmp,):
+            tmp.write_bytes(b"converted")
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1.0)  # the handler raises in here
+            except Terminated:
+                pass  # what the library did
+    assert list(tmp_path.iterdir()) == []
