@@ -22,7 +22,7 @@ from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, atomic_outputs, c
                      remove_stale_temporaries, sha256_of, size_of)
 from .errors import InputError, ShvitEdgeError, UsageError
 from .manifest import ArtifactRef, CheckpointRef, Manifest, Preprocessing, manifest_path
-from .quantize import CALIBRATED, check_mode
+from .quantize import CALIBRATED, KEEP_FLOAT_BACKENDS, check_keep_float, check_mode
 from .targets import BACKENDS, DEFAULT_PROFILES, TargetProfile, resolve_target
 
 #: timm's evaluation crop for SHViT: resize the shorter side to size / 0.875, centre-crop to size.
@@ -45,6 +45,8 @@ class ExportOptions:
     quantize: str | None = None
     calibration: str | None = None
     calibration_samples: int = 32
+    #: deploy-model layers (module names, as ``quantize-report`` prints them) left in float by --quantize
+    keep_float: tuple[str, ...] = ()
 
 
 @dataclass
@@ -126,6 +128,8 @@ class ExportJob:
     profile: TargetProfile
     options: ExportOptions
     precision: str
+    #: where progress messages go (the CLI's status line; nothing in a worker process)
+    progress: Callable[[str], None] | None = None
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -143,6 +147,21 @@ class ExportJob:
 
         return calibration_inputs(self.options.calibration, self.options.calibration_samples, self.resolution,
                                   self.preprocessing())
+
+    def calibration_batches(self, calibration):
+        """``calibration``'s inputs in this job's batch, with progress (see :func:`quantize.calibration_batches`)."""
+        from .quantize import calibration_batches
+
+        return calibration_batches(calibration, self.options.batch, self.progress)
+
+    def quantization(self, calibration=None):
+        """The manifest's record of this job's --quantize (``calibration``: what a calibrated mode used)."""
+        from .manifest import Quantization
+
+        if calibration is None:
+            return Quantization(self.options.quantize, keep_float=self.options.keep_float)
+        return Quantization(self.options.quantize, calibration.source, calibration.count,
+                            keep_float=self.options.keep_float)
 
     def example_input(self, layout: str = "nchw", seed: int = 0):
         import torch
@@ -303,10 +322,15 @@ def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> Non
                 options.delegate not in profile.export.delegates:
             raise UsageError(f"target {profile.name} does not offer the {options.delegate} delegate")
         if options.quantize:
-            check_mode(profile.backend, profile.name, profile.export.quantization, options.quantize)
+            check_mode(profile, options.quantize)
+            if options.keep_float and profile.backend not in KEEP_FLOAT_BACKENDS:
+                raise UsageError(f"--keep-float is not available for the {profile.backend} target (it is for: "
+                                 f"{', '.join(KEEP_FLOAT_BACKENDS)})")
     if options.quantize in CALIBRATED and options.calibration is None:
         raise UsageError(f"--quantize {options.quantize} is calibrated: give --calibration DIR (an image folder) "
                          "or --calibration random")
+    if options.keep_float and not options.quantize:
+        raise UsageError("--keep-float applies with --quantize")
     if options.calibration is not None and options.quantize not in CALIBRATED:
         raise UsageError("--calibration applies to a calibrated --quantize mode "
                          f"({', '.join(CALIBRATED)})")
@@ -334,6 +358,8 @@ def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOp
 
     progress = progress or (lambda message: None)
     _check_options(profiles, options)
+    if options.keep_float:
+        check_keep_float(source.deploy_model(), options.keep_float)
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
     out = Path(out_dir)
@@ -357,7 +383,7 @@ def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOp
                             tuple(r for r in results if isinstance(r, ExportFailure)), source.untrained)
     artifacts, failures = [], []
     for profile, backend, precision, path in planned:
-        job = ExportJob(source=source, profile=profile, options=options, precision=precision)
+        job = ExportJob(source=source, profile=profile, options=options, precision=precision, progress=progress)
         try:
             progress(f"exporting {source.variant} for {profile.name} ({profile.backend}) ...")
             artifacts.append(_export_one(job, backend, path, force))
@@ -416,7 +442,7 @@ def _export_parallel(source: ModelSource, planned: list, options: ExportOptions,
         profile, backend, precision, path = planned[i]
         progress(f"exporting {source.variant} for {len(planned)} targets in {jobs} processes ...")
         try:
-            record(i, _export_one(ExportJob(source, profile, options, precision), backend, path, force))
+            record(i, _export_one(ExportJob(source, profile, options, precision, progress), backend, path, force))
         except Exception as exc:  # noqa: BLE001 - reported by target
             record(i, _failure(profile, exc))
 

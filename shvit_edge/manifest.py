@@ -67,6 +67,8 @@ class Quantization:
     #: the calibration image folder, ``random``, or None for a mode without calibration
     calibration: str | None = None
     calibration_count: int = 0
+    #: deploy-model layers left in float (``--keep-float``)
+    keep_float: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

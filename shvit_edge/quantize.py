@@ -1,20 +1,31 @@
 """Quantization modes per backend, calibration inputs, and the tolerance class verify judges each mode by.
 
-Each backend quantizes with its own maintained tooling (ONNX: onnxruntime.quantization). A calibrated mode
-gets its inputs from an image folder (sorted by name, the first ``count``, preprocessed exactly as verify
-does) or, with a warning, from seeded random inputs.
+Each backend quantizes with its own maintained tooling (ExecuTorch: PT2E with the XNNPACK quantizer; TFLite:
+litert-torch and ai-edge-quantizer; Core ML: coremltools.optimize; ONNX: onnxruntime.quantization). A
+calibrated mode gets its inputs from an image folder (sorted by name, the first ``count``, preprocessed
+exactly as verify does) or, with a warning, from seeded random inputs, and feeds them in the artifact's batch
+through :func:`calibration_batches`, which reports progress.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 
 from .errors import UsageError
 
-#: --quantize modes implemented per backend (issue 5 lists more; they are not built yet)
-MODES: dict[str, tuple[str, ...]] = {"onnx": ("int8", "int8-dynamic")}
+#: --quantize modes per backend (a profile's ``quantization`` list says which of them its device takes)
+MODES: dict[str, tuple[str, ...]] = {
+    "executorch": ("int8", "int8-dynamic"),
+    "tflite": ("fp16", "int8-dynamic", "int8"),
+    "coreml": ("int8-weights", "palettize-6", "palettize-4", "w8a8"),
+    "onnx": ("int8", "int8-dynamic"),
+}
+#: modes that need a newer Core ML deployment target than iOS 16 (activation quantization is iOS 17+)
+MIN_DEPLOYMENT_TARGET: dict[tuple[str, str], str] = {("coreml", "w8a8"): "iOS17"}
 #: modes that need calibration inputs
 CALIBRATED = ("int8", "w8a8")
 #: the profile tolerance class verify applies to an artifact of each mode
@@ -30,11 +41,26 @@ class Calibration:
     count: int
 
 
-def check_mode(backend: str, profile_name: str, profile_modes: tuple[str, ...], mode: str) -> None:
-    offered = [m for m in MODES.get(backend, ()) if m in profile_modes]
+def check_mode(profile, mode: str) -> None:
+    """A usage error unless ``profile`` (a :class:`~shvit_edge.targets.TargetProfile`) takes ``mode``: the
+    message lists the modes it does take, or says which deployment target a mode needs."""
+    backend = profile.backend
+    needs = MIN_DEPLOYMENT_TARGET.get((backend, mode))
+    has = profile.export.minimum_deployment_target
+    if needs and mode in MODES.get(backend, ()) and _os_version(has or "iOS16") < _os_version(needs):
+        raise UsageError(f"--quantize {mode} needs Core ML deployment target {needs} or newer (activation "
+                         f"quantization); target {profile.name} deploys to {has or 'iOS16'}. Use a profile with "
+                         f"minimum_deployment_target = \"{needs}\" for devices that run it")
+    offered = [m for m in MODES.get(backend, ()) if m in profile.export.quantization]
     if mode not in offered:
-        raise UsageError(f"target {profile_name} ({backend}) does not offer --quantize {mode}; it offers: "
-                         f"{', '.join(offered) or 'none yet'}")
+        raise UsageError(f"target {profile.name} ({backend}) does not offer --quantize {mode}; it offers: "
+                         f"{', '.join(offered) or 'none'}")
+
+
+def _os_version(target: str) -> tuple[int, ...]:
+    """``iOS17`` -> (17,), ``macOS13`` -> (13,); anything else sorts first."""
+    found = re.search(r"(\d+(?:\.\d+)*)$", target)
+    return tuple(int(p) for p in found.group(1).split(".")) if found else (0,)
 
 
 def calibration_inputs(spec: str, count: int, resolution: tuple[int, int], preprocessing,
@@ -53,3 +79,41 @@ def calibration_inputs(spec: str, count: int, resolution: tuple[int, int], prepr
     images = list_images(spec, "--calibration")[:count]
     x = normalize(load_pixels(images, resolution, preprocessing), preprocessing)
     return Calibration(x, str(spec), len(images))
+
+
+def calibration_batches(calibration: Calibration, batch: int,
+                        progress: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
+    """The calibration inputs in chunks of the artifact's fixed ``batch`` (the last chunk padded with the first
+    inputs), in order, reporting ``calibrating i/n`` with a bar to ``progress`` before each chunk."""
+    x = calibration.inputs
+    if len(x) % batch:
+        x = np.concatenate([x, np.resize(x, (batch - len(x) % batch, *x.shape[1:]))])
+    chunks = len(x) // batch
+    for i in range(chunks):
+        if progress is not None:
+            done = round(20 * i / chunks)
+            progress(f"calibrating [{'#' * done}{'.' * (20 - done)}] {i * batch}/{calibration.count} inputs "
+                     f"({calibration.source})")
+        yield x[i * batch:(i + 1) * batch]
+
+
+#: backends whose quantization can leave named layers in float (--keep-float)
+KEEP_FLOAT_BACKENDS = ("executorch", "tflite", "onnx")
+
+
+def quantizable_layers(model) -> list[str]:
+    """The module names of the deploy model's convs and linears, in forward order: the layers quantization
+    acts on, and the names ``--keep-float`` and the sensitivity report use."""
+    import torch.nn as nn
+
+    return [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def check_keep_float(model, names: tuple[str, ...]) -> None:
+    """A usage error naming any ``--keep-float`` layer that is not a conv or linear of ``model``."""
+    known = quantizable_layers(model)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"--keep-float {unknown[0]}: no such layer; layers are the deploy model's convs and "
+                         f"linears, as `shvit-edge quantize-report` lists them (e.g. {', '.join(known[:3])}, ..., "
+                         f"{known[-1]})")

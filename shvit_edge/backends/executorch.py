@@ -64,6 +64,9 @@ def export(job, out: Path) -> BackendResult:
     delegate = job.options.delegate or job.profile.export.delegate or "xnnpack"
     example = job.example_input()
     program = job.source.exported_program(example)
+    quantization = None
+    if job.options.quantize:
+        program, quantization = _quantize(job, program, example)
     with quiet():
         from executorch.exir import to_edge_transform_and_lower
 
@@ -77,8 +80,45 @@ def export(job, out: Path) -> BackendResult:
     return BackendResult(
         inputs=(TensorSpec("image", (batch, 3, h, w), "float32", "NCHW"),),
         outputs=(TensorSpec("logits", (batch, job.source.num_classes), "float32", "NC"),),
-        details={"delegate": delegate, "delegation": delegation, "method": "forward"},
+        details={"delegate": delegate, "delegation": delegation, "method": "forward"}, quantization=quantization,
     )
+
+
+def _quantize(job, program, example):
+    """PT2E with ExecuTorch's XNNPACK quantizer, as its own examples do: ``int8`` is static, symmetric
+    per-channel int8 weights and int8 activations whose ranges come from the calibration inputs; ``int8-dynamic``
+    quantizes the weights and lets XNNPACK quantize activations at run time (one pass over the example input
+    sets the weights' observers). ``--keep-float`` layers are filtered out of the annotation. Returns the
+    quantized program, re-captured, and the manifest's record."""
+    import torch
+
+    with quiet():
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                             get_symmetric_quantization_config)
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    dynamic = job.options.quantize == "int8-dynamic"
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
+                                                                                is_dynamic=dynamic))
+    keep = set(job.options.keep_float)
+    if keep:
+        quantizer.set_filter_function(lambda node: not _in_layers(node, keep))
+    calibration = None if dynamic else job.calibration()
+    with torch.no_grad(), quiet():
+        prepared = prepare_pt2e(program.module(), quantizer)
+        for x in ([example.numpy()] if dynamic else job.calibration_batches(calibration)):
+            prepared(torch.from_numpy(x))
+        converted = convert_pt2e(prepared)
+        program = torch.export.export(converted, (example,))
+    return program, job.quantization(calibration)
+
+
+def _in_layers(node, layers: set[str]) -> bool:
+    """Whether an exported graph node comes from one of the modules named ``layers`` (or from inside one)."""
+    for path, _ in (node.meta.get("nn_module_stack") or {}).values():
+        if path in layers:
+            return True
+    return False
 
 
 def cannot_run_here(path, manifest) -> str | None:

@@ -57,6 +57,7 @@ def _quantize(job, out: Path) -> Quantization:
     (shape inference and graph optimization), as its documentation recommends."""
     import tempfile
 
+    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -65,25 +66,45 @@ def _quantize(job, out: Path) -> Quantization:
     with tempfile.TemporaryDirectory() as folder, quiet():
         prepared = Path(folder) / "prepared.onnx"
         quant_pre_process(str(out), str(prepared))
+        exclude = _nodes_of_layers(onnx.load(str(prepared)), job.options.keep_float)
         if mode == "int8-dynamic":
-            quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
-            return Quantization(mode)
+            quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+            return job.quantization()
         calibration = job.calibration()
-        batch = job.options.batch
 
         class Reader(CalibrationDataReader):
             def __init__(self):
-                x = calibration.inputs
-                if len(x) % batch:  # the model's batch is fixed: pad the last chunk with the first inputs
-                    x = np.concatenate([x, x[:batch - len(x) % batch]])
-                self._chunks = iter([{"image": x[i:i + batch]} for i in range(0, len(x), batch)])
+                self._chunks = ({"image": x} for x in job.calibration_batches(calibration))
 
             def get_next(self):
                 return next(self._chunks, None)
 
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return Quantization(mode, calibration.source, calibration.count)
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+    return job.quantization(calibration)
+
+
+def _nodes_of_layers(model, layers: tuple[str, ...]) -> list[str]:
+    """The names of the nodes that the deploy model's modules ``layers`` became, with anything inside them (the
+    dynamo exporter records each node's module path in its ``pkg.torch.onnx.name_scopes``), and the names
+    ORT's quantizer gives a Gemm once it has rewritten it into ``<name>_MatMul`` and ``<name>_Add``."""
+    import ast
+
+    found: dict[str, list[str]] = {layer: [] for layer in layers}
+    for node in model.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+        try:
+            names = set(ast.literal_eval(scopes)) if scopes else set()
+        except (ValueError, SyntaxError):
+            continue
+        for layer in names.intersection(found):
+            found[layer].append(node.name)
+            if node.op_type == "Gemm":
+                found[layer] += [f"{node.name}_MatMul", f"{node.name}_Add"]
+    missing = [layer for layer, nodes in found.items() if not nodes]
+    if missing:
+        raise RuntimeError(f"--keep-float {missing[0]}: no ONNX node records this layer")
+    return [name for nodes in found.values() for name in nodes]
 
 
 def _op_histogram(model) -> dict[str, int]:
