@@ -23,7 +23,7 @@ from ..manifest import Quantization, TensorSpec
 REGISTRY: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "coreml": ("shvit_edge.backends.coreml", "coreml", ("coremltools",)),
     "executorch": ("shvit_edge.backends.executorch", "executorch", ("executorch",)),
-    "tflite": ("shvit_edge.backends.tflite", "tflite", ("litert-torch", "ai-edge-litert")),
+    "tflite": ("shvit_edge.backends.tflite", "tflite", ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")),
     "onnx": ("shvit_edge.backends.onnx", "onnx", ("onnx", "onnxruntime", "onnxscript")),
 }
 
