@@ -162,20 +162,25 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the untrained weights when no checkpoint is given.")
 @click.option("--quantize", default=None, metavar="MODE",
-              help="Quantize with the backend's own tooling (ONNX: int8, a calibrated static QDQ model; "
-                   "int8-dynamic). verify then judges the artifact by the profile's int8 tolerances.")
+              help="Quantize with the backend's own tooling. ExecuTorch: int8 (static, calibrated), "
+                   "int8-dynamic; TFLite: fp16, int8-dynamic, int8 (full integer, calibrated); Core ML: "
+                   "int8-weights, palettize-6, palettize-4 (w8a8 needs iOS 17); ONNX: int8 (static QDQ, "
+                   "calibrated), int8-dynamic. verify then judges it by the profile's tolerance class for the mode.")
 @click.option("--calibration", default=None, metavar="DIR|random",
               help="Calibration images for a calibrated mode (the first --calibration-samples by name), or "
                    "random inputs (only for trying things out: warns).")
 @click.option("--calibration-samples", default=32, show_default=True, type=int,
               help="How many calibration inputs.")
+@click.option("--keep-float", "keep_float", multiple=True, metavar="LAYER",
+              help="Leave this deploy-model layer in float when quantizing (repeat it; names as "
+                   "`shvit-edge quantize-report` prints them).")
 @click.option("--jobs", "-j", default="auto", show_default=True, metavar="N|auto",
               help="Targets exported at once, each in its own process (auto: one per CPU, at most one per "
                    "target; 1: all in this process, one after another).")
 @json_option
 def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, batch, out_dir, force, precision,
            layout, coreml_io, delegate, dynamic_batch, labels_file, seed, quantize, calibration,
-           calibration_samples, jobs, as_json):
+           calibration_samples, keep_float, jobs, as_json):
     """Export a checkpoint (or an untrained variant) to on-device artifacts, each with a manifest beside it."""
     from .atomic import sigterm_as_interrupt
     from .export import ExportOptions, export as run_export, load_source, resolve_targets
@@ -195,7 +200,7 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
             resolution=parse_resolution(resolution, get_variant(source.variant).resolution), batch=batch,
             precision=precision, layout=layout, coreml_io=coreml_io, delegate=delegate,
             dynamic_batch=dynamic_batch, quantize=quantize, calibration=calibration,
-            calibration_samples=calibration_samples)
+            calibration_samples=calibration_samples, keep_float=tuple(keep_float))
         if calibration == "random":
             err.print("[bold yellow]WARNING: calibrating on random inputs: the int8 ranges will not be those of "
                       "real images. Pass --calibration DIR for an artifact to ship.[/]")
@@ -279,6 +284,78 @@ def verify(paths, checkpoint, trust_checkpoint, images, samples, seed, cosine, m
         _stdout().print(table)
     if any(r.status == FAIL for r in results):
         sys.exit(1)
+
+
+@cli.command("quantize-report")
+@click.option("--target", "target", required=True, metavar="TARGET",
+              help="The target whose quantization is measured: coreml, executorch, tflite, onnx, a profile name "
+                   "or a profile .toml.")
+@click.option("--checkpoint", default=None, metavar="FILE", help="The trained checkpoint.")
+@checkpoint_options
+@click.option("--quantize", required=True, metavar="MODE", help="The --quantize mode to measure.")
+@click.option("--calibration", default=None, metavar="DIR|random",
+              help="Calibration images for a calibrated mode, as for export.")
+@click.option("--calibration-samples", default=32, show_default=True, type=int, help="How many calibration inputs.")
+@click.option("--images", default=None, metavar="DIR",
+              help="Images to measure on (default: the --calibration folder, if it is one).")
+@click.option("--samples", default=0, show_default=True, type=int, help="Seeded random inputs besides the images.")
+@click.option("--resolution", default=None, metavar="N|HxW", help="Input size (default: the variant's).")
+@click.option("--keep", default=3, show_default=True, type=int,
+              help="How many of the worst layers the report keeps in float to measure the gain.")
+@click.option("--no-validate", "no_validate", is_flag=True,
+              help="Simulate only; do not export and verify the artifact with and without the worst layers.")
+@click.option("--show", default=15, show_default=True, type=int, help="Layers listed in the table (all with --json).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of untrained weights and random inputs.")
+@json_option
+def quantize_report(target, checkpoint, variant, use_ema, trust_checkpoint, quantize, calibration,
+                    calibration_samples, images, samples, resolution, keep, no_validate, show, seed, as_json):
+    """Which layers quantization costs most: each layer quantized alone (simulated in PyTorch), worst first,
+    and the measured gain of keeping the worst --keep in float (--keep-float) on the real artifact."""
+    from pathlib import Path
+
+    from .atomic import sigterm_as_interrupt
+    from .export import ExportOptions, load_source, resolve_targets
+    from .models.variants import get_variant, parse_resolution
+    from .sensitivity import report as run_report
+
+    err = _stderr()
+    with sigterm_as_interrupt():
+        profiles = resolve_targets(target)
+        if len(profiles) != 1:
+            raise UsageError("quantize-report measures one target at a time")
+        source = load_source(variant=variant, checkpoint=checkpoint, use_ema=use_ema,
+                             trust_checkpoint=trust_checkpoint, seed=seed)
+        if source.untrained:
+            err.print(f"[bold yellow]WARNING: no --checkpoint: measuring UNTRAINED {source.variant} weights "
+                      f"(seed {seed}); a trained model's sensitivity differs.[/]")
+        if images is None and calibration not in (None, "random") and Path(calibration).is_dir():
+            images = calibration
+        options = ExportOptions(resolution=parse_resolution(resolution, get_variant(source.variant).resolution),
+                                quantize=quantize, calibration=calibration, calibration_samples=calibration_samples)
+        with err.status("measuring ...", spinner="dots") as status:
+            result = run_report(source, profiles[0], options, images=images, samples=samples, keep=keep,
+                                validate=not no_validate, seed=seed, progress=lambda m: status.update(m))
+    if as_json:
+        _emit_json(result.as_json())
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{result.variant} {result.target} --quantize {result.mode}: each layer quantized alone "
+                        f"({result.inputs}; worst first)")
+    for col, justify in (("layer", "left"), ("kind", "left"), ("params", "right"), ("SQNR dB", "right"),
+                         ("noise share", "right")):
+        table.add_column(col, justify=justify)
+    for c in result.layers[:max(show, 0)]:
+        table.add_row(c.layer, c.kind, f"{c.params:,}", f"{c.sqnr_db:.1f}", f"{c.noise_share:.1%}")
+    out = _stdout()
+    out.print(table)
+    out.print(f"simulated, every layer quantized: {result.simulated_sqnr_db:.1f} dB; "
+              f"with {', '.join(result.keep)} in float: {result.simulated_sqnr_keep_db:.1f} dB")
+    if result.validation is not None:
+        v = result.validation
+        out.print(f"measured on the {result.target} artifact: {_fmt(v['sqnr_db'], '.1f')} dB; with "
+                  f"--keep-float {' --keep-float '.join(result.keep)}: {_fmt(v['sqnr_keep_db'], '.1f')} dB")
+    out.print(result.verdict, highlight=False)
 
 
 def _fmt(value, spec: str) -> str:
