@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -174,13 +175,17 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
 @click.option("--keep-float", "keep_float", multiple=True, metavar="LAYER",
               help="Leave this deploy-model layer in float when quantizing (repeat it; names as "
                    "`shvit-edge quantize-report` prints them).")
+@click.option("--images", "verify_images", default=None, metavar="DIR",
+              help="With --quantize: the images the artifact is verified on against the fp32 model after export "
+                   "(default: the --calibration folder; without one, 8 seeded random inputs).")
+@click.option("--no-verify", is_flag=True, help="With --quantize: skip the verification after export.")
 @click.option("--jobs", "-j", default="auto", show_default=True, metavar="N|auto",
               help="Targets exported at once, each in its own process (auto: one per CPU, at most one per "
                    "target; 1: all in this process, one after another).")
 @json_option
 def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, batch, out_dir, force, precision,
            layout, coreml_io, delegate, dynamic_batch, labels_file, seed, quantize, calibration,
-           calibration_samples, keep_float, jobs, as_json):
+           calibration_samples, keep_float, verify_images, no_verify, jobs, as_json):
     """Export a checkpoint (or an untrained variant) to on-device artifacts, each with a manifest beside it."""
     from .atomic import sigterm_as_interrupt
     from .export import ExportOptions, export as run_export, load_source, resolve_targets
@@ -201,17 +206,30 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
             precision=precision, layout=layout, coreml_io=coreml_io, delegate=delegate,
             dynamic_batch=dynamic_batch, quantize=quantize, calibration=calibration,
             calibration_samples=calibration_samples, keep_float=tuple(keep_float))
+        if (verify_images is not None or no_verify) and not quantize:
+            raise UsageError("--images and --no-verify apply with --quantize")
+        if verify_images is not None:
+            from .images import list_images
+
+            list_images(verify_images)
         if calibration == "random":
             err.print("[bold yellow]WARNING: calibrating on random inputs: the int8 ranges will not be those of "
                       "real images. Pass --calibration DIR for an artifact to ship.[/]")
         with err.status("exporting ...", spinner="dots") as status:
             report = run_export(source, profiles, options, out_dir, force=force,
                                 progress=lambda message: status.update(message), jobs=jobs)
+            checks = []
+            if quantize and not no_verify and report.artifacts:
+                checks = _verify_quantized(report.artifacts, verify_images or _image_folder(calibration),
+                                           lambda message: status.update(message))
     if as_json:
-        _emit_json({"artifacts": [a.as_json() for a in report.artifacts],
-                    "failures": [{"target": f.target, "profile": f.profile, "error": f.message}
-                                 for f in report.failures],
-                    "untrained": report.untrained})
+        doc = {"artifacts": [a.as_json() for a in report.artifacts],
+               "failures": [{"target": f.target, "profile": f.profile, "error": f.message}
+                            for f in report.failures],
+               "untrained": report.untrained}
+        if quantize and not no_verify:
+            doc["verification"] = [r.as_json() for r in checks]
+        _emit_json(doc)
     else:
         from rich.table import Table
 
@@ -224,8 +242,27 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
     for failure in report.failures:
         err.print(f"[bold red]FAILED[/] {failure.target} ({failure.profile}): {failure.message}",
                   markup=True, highlight=False)
-    if report.failures:
+    for check in checks:
+        m = next(iter(check.metrics.values()), {})
+        summary = (f"cosine {m['cosine']:.5f}, SQNR {m['sqnr_db']:.1f} dB, top-1 agreement "
+                   f"{m['top1_agreement']:.2f} ({check.tolerances['class']} tolerances)" if m else check.reason)
+        colour = {"pass": "green", "fail": "bold red"}.get(check.status, "yellow")
+        err.print(f"[{colour}]verify {check.status}[/] {Path(check.artifact).name} against fp32: {summary}",
+                  markup=True, highlight=False)
+    if report.failures or any(c.status == "fail" for c in checks):
         sys.exit(1)
+
+
+def _image_folder(calibration: str | None) -> str | None:
+    return calibration if calibration not in (None, "random") and Path(calibration).is_dir() else None
+
+
+def _verify_quantized(artifacts, images: str | None, progress):
+    """Verify quantized artifacts against the fp32 model (their manifests record the result)."""
+    from .verify import VerifyOptions, verify as run_verify
+
+    options = VerifyOptions(images=images, samples=0 if images else 8)
+    return run_verify([a.path for a in artifacts], options, progress=progress)
 
 
 @cli.command()
@@ -311,8 +348,6 @@ def quantize_report(target, checkpoint, variant, use_ema, trust_checkpoint, quan
                     calibration_samples, images, samples, resolution, keep, no_validate, show, seed, as_json):
     """Which layers quantization costs most: each layer quantized alone (simulated in PyTorch), worst first,
     and the measured gain of keeping the worst --keep in float (--keep-float) on the real artifact."""
-    from pathlib import Path
-
     from .atomic import sigterm_as_interrupt
     from .export import ExportOptions, load_source, resolve_targets
     from .models.variants import get_variant, parse_resolution

@@ -78,7 +78,7 @@ def test_executorch_int8_is_one_xnnpack_partition_and_passes_verify(s1_source, i
     assert_int8_verifies(artifact, images_dir)
 
 
-@pytest.mark.parametrize("target,mode", [("onnx", "int8-dynamic"), ("executorch", "int8")])
+@pytest.mark.parametrize("target,mode", [("onnx", "int8-dynamic"), ("executorch", "int8-dynamic")])
 def test_keep_float_leaves_the_named_layers_in_float(s1_source, tmp_path, target, mode):
     """The head (384 x 1000) kept in float costs its fp32 weights in the file: 1.5 MB instead of 0.4 MB of int8
     and its scales (what a backend stores beside int8 weights varies, hence the margin)."""
@@ -105,11 +105,45 @@ def test_keep_float_names_are_checked_before_anything_is_written(tmp_path):
 def test_random_calibration_warns(tmp_path):
     result = CliRunner().invoke(cli, ["export", "--target", "onnx", "--variant", "shvit_s1", "--resolution", "64",
                                       "--quantize", "int8", "--calibration", "random", "--calibration-samples", "4",
-                                      "--out", str(tmp_path), "--json"])
+                                      "--no-verify", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     assert "calibrating on random inputs" in result.stderr
-    manifest = read_manifest(Path(json.loads(result.stdout)["artifacts"][0]["manifest"]))
+    doc = json.loads(result.stdout)
+    assert "verification" not in doc
+    manifest = read_manifest(Path(doc["artifacts"][0]["manifest"]))
     assert manifest.quantization == Quantization("int8", "random", 4)
+    assert manifest.verification is None
+
+
+def test_a_quantized_export_is_verified_against_fp32_and_the_manifest_records_it(official_pth, images_dir,
+                                                                                  tmp_path):
+    result = CliRunner().invoke(cli, ["export", "--target", "onnx", "--checkpoint", str(official_pth),
+                                      "--quantize", "int8", "--calibration", str(images_dir),
+                                      "--calibration-samples", "3", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    (check,) = doc["verification"]
+    assert check["status"] == "pass" and check["tolerances"]["class"] == "int8", check
+    assert "5 images + 0 random inputs" in check["reason"]  # the calibration folder, all of its images
+    assert "verify pass" in result.stderr and "SQNR" in result.stderr
+    manifest = read_manifest(Path(doc["artifacts"][0]["manifest"]))
+    assert manifest.quantization == Quantization("int8", str(images_dir), 3)
+    (recorded,) = manifest.verification["results"]
+    assert recorded["status"] == "pass" and recorded["metrics"] == check["metrics"]
+    assert manifest.verification["inputs"]["images"] == sorted(p.name for p in images_dir.iterdir())
+
+
+def test_a_quantized_export_that_fails_verification_exits_1_and_keeps_the_artifact(tmp_path, monkeypatch):
+    import shvit_edge.verify
+
+    monkeypatch.setattr(shvit_edge.verify, "judge", lambda metrics, tolerance: ["SQNR 1.0 dB < 99 dB"])
+    result = CliRunner().invoke(cli, ["export", "--target", "onnx", "--variant", "shvit_s1", "--resolution", "64",
+                                      "--quantize", "int8-dynamic", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 1, result.output
+    (check,) = json.loads(result.stdout)["verification"]
+    assert check["status"] == "fail" and check["reason"] == "SQNR 1.0 dB < 99 dB"
+    assert "verify fail" in result.stderr
+    assert (tmp_path / "shvit_s1_64x64_int8-dynamic.onnx").exists()  # kept, for the user to look into
 
 
 @pytest.mark.parametrize("args,message", [
