@@ -121,9 +121,13 @@ def load_profile(path: Path) -> TargetProfile:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
     profile = from_mapping(TargetProfile, data, path, exclude=("source",))
-    unknown = [p for p in profile.tolerances if p not in PRECISIONS]
+    from .quantize import TOLERANCE_CLASS
+
+    classes = tuple(dict.fromkeys((*PRECISIONS, *TOLERANCE_CLASS.values())))
+    unknown = [p for p in profile.tolerances if p not in classes]
     if unknown:
-        raise InputError(f"{path}: unknown precision [tolerances.{unknown[0]}] (known: {', '.join(PRECISIONS)})")
+        raise InputError(f"{path}: unknown tolerance class [tolerances.{unknown[0]}] (known: a precision or a "
+                         f"quantization class: {', '.join(classes)})")
     profile = dataclasses.replace(profile, source=str(path))
     _check(profile, path)
     return profile
@@ -141,3 +145,11 @@ def _check(profile: TargetProfile, path: Path) -> None:
     for precision in ex.precisions:
         if precision not in profile.tolerances:
             raise InputError(f"{path}: no [tolerances.{precision}] for the allowed precision {precision}")
+    from .quantize import MODES, TOLERANCE_CLASS
+
+    for mode in ex.quantization:
+        if mode not in MODES[profile.backend]:
+            raise InputError(f"{path}: quantization {mode!r} is not a {profile.backend} mode (those are: "
+                             f"{', '.join(MODES[profile.backend])})")
+        if TOLERANCE_CLASS[mode] not in profile.tolerances:
+            raise InputError(f"{path}: no [tolerances.{TOLERANCE_CLASS[mode]}] for the quantization mode {mode}")

@@ -52,6 +52,9 @@ def test_a_users_profile_by_path(tmp_path):
     (lambda t: t.replace("[tolerances.fp16]", "[tolerances.fp8]"), "fp8"),
     (lambda t: t + "\n[tolerances.int4]\ncosine = 1\nmax_abs = 1\ntop1_agreement = 1\n", "int4"),
     (lambda t: t + "\n[oops\n", "not valid TOML"),
+    (lambda t: t.replace('"fp16", "int8-dynamic", "int8"]', '"fp16", "int4"]'), "'int4' is not a tflite mode"),
+    (lambda t: t.replace("[tolerances.fp16]", "[tolerances.palettize-4]"),
+     "no [tolerances.fp16] for the quantization mode fp16"),
 ])
 def test_bad_profiles_name_the_problem(tmp_path, edit, message):
     path = _write(tmp_path, edit(BASE))

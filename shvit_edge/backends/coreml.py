@@ -5,10 +5,31 @@ whose scale 1/255 and bias -mean are applied by Core ML, with 1/std folded into 
 classifier (``classLabel`` and ``classLabel_probs``, softmax probabilities) with class labels. ``--coreml-io
 tensor`` gives a normalized float32 tensor ``image`` in and ``logits`` out. Core ML cannot predict on Linux;
 the package's spec can be read anywhere (:func:`describe`).
+
+``--quantize`` (coremltools.optimize; the compute precision stays ``--precision``):
+
+- ``int8-weights``: ``linear_quantize_weights``, symmetric int8 per output channel (``constexpr_affine_dequantize``
+  from iOS 16, ``constexpr_blockwise_shift_scale`` from iOS 18);
+- ``palettize-6`` / ``palettize-4``: ``palettize_weights``, k-means, one 64- or 16-entry LUT per weight tensor
+  (``constexpr_lut_to_dense``; per-tensor is the granularity iOS 16 runs: grouped-channel LUTs and per-channel
+  scales need iOS 18);
+- ``w8a8`` (iOS 17+): int8 activations need ranges, and coremltools' ``linear_quantize_activations`` gets them
+  with ``MLModel.predict``, which only macOS has. So the torch model is quantized before conversion instead,
+  with PT2E and the Core ML quantizer (``CoreMLQuantizer``, Apple's annotation of coremltools.optimize.torch,
+  as ExecuTorch ships it for torchao): symmetric int8 per-channel weights and uint8 activations observed on
+  the calibration inputs; the converter turns its quantize/dequantize pairs into Core ML ``quantize`` /
+  ``dequantize`` ops and its int8 weights into ``constexpr_affine_dequantize``.
+
+Weights of at most :data:`WEIGHT_THRESHOLD` elements (biases, most depthwise kernels) stay in float, as
+coremltools recommends. Since Core ML cannot run here, every quantized export records a measured accuracy
+estimate in its manifest (``details["weight_compression_estimate"]``, see :func:`weight_compression_estimate`)
+and verify's structural check (:func:`structural_problems`) checks that the compressed weights are in the
+package, with the mode's bit width.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -20,6 +41,20 @@ from .base import BackendResult, modules_available
 
 NAME = "coreml"
 SUFFIX = ".mlpackage"
+
+#: --quantize modes that compress the converted model's weights (the computation stays float)
+WEIGHT_ONLY = ("int8-weights", "palettize-6", "palettize-4")
+#: weights with at most this many elements stay float (coremltools' default ``weight_threshold``)
+WEIGHT_THRESHOLD = 2048
+#: the compressed-weight op types and bit width each mode must leave in the package
+EXPECTED_COMPRESSION: dict[str, tuple[tuple[str, ...], int]] = {
+    "int8-weights": (("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"), 8),
+    "palettize-6": (("constexpr_lut_to_dense",), 6),
+    "palettize-4": (("constexpr_lut_to_dense",), 4),
+    "w8a8": (("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"), 8),
+}
+#: seeded random inputs the accuracy estimate runs on when the export has no calibration images
+ESTIMATE_SAMPLES = 8
 
 
 def is_available() -> bool:
@@ -72,6 +107,9 @@ def _export(job, out: Path) -> BackendResult:
     target_name = job.profile.export.minimum_deployment_target or "iOS16"
     precision = ct.precision.FLOAT16 if job.precision == "fp16" else ct.precision.FLOAT32
     example = job.example_input()
+    mode = options.quantize
+    if mode is not None and mode not in EXPECTED_COMPRESSION:
+        raise UsageError(f"--quantize {mode} is not a Core ML mode (Core ML: {', '.join(EXPECTED_COMPRESSION)})")
     if image_io:
         model = _softmax_head(source.deploy_model(fold_std=True))
         with torch.no_grad():
@@ -80,12 +118,19 @@ def _export(job, out: Path) -> BackendResult:
                                scale=1 / 255.0, bias=[-m for m in source.mean], channel_first=True)]
         extra = {"classifier_config": ct.ClassifierConfig(list(source.labels))}
     else:
+        model = source.deploy_model()
         program = source.exported_program(example)
         inputs = [ct.TensorType(name="image", shape=(batch, 3, h, w), dtype=np.float32)]
         extra = {"outputs": [ct.TensorType(name="logits", dtype=np.float32)]}
+    calibration = estimate = None
+    if mode == "w8a8":  # activation ranges come from running the torch model: see the module docstring
+        program, calibration, estimate = _quantize_w8a8(job, model, program, example, image_io)
     mlmodel = ct.convert(program.run_decompositions({}), inputs=inputs, convert_to="mlprogram",
                          minimum_deployment_target=_deployment_target(target_name), compute_precision=precision,
                          **extra)
+    settings = None
+    if mode in WEIGHT_ONLY:
+        mlmodel, settings = _compress_weights(job, mlmodel, model, mode, image_io)
     preprocessing = {"color": "RGB", "scale": 1 / 255, "mean": list(source.mean), "std": list(source.std),
                      "applied": "in-model" if image_io else "none"}
     mlmodel.short_description = (
@@ -125,12 +170,314 @@ def _export(job, out: Path) -> BackendResult:
 
         shutil.rmtree(staging, ignore_errors=True)
     info = describe(out)
-    return BackendResult(
-        inputs=(input_spec,), outputs=outputs, preprocessing_applied=preprocessing["applied"],
-        details={"minimum_deployment_target": target_name, "compute_precision": job.precision,
-                 "compute_units": list(job.profile.export.compute_units), "ops": info["ops"],
-                 "weight_dtypes": info["weight_dtypes"], "specification_version": info["specification_version"]},
-    )
+    details = {"minimum_deployment_target": target_name, "compute_precision": job.precision,
+               "compute_units": list(job.profile.export.compute_units), "ops": info["ops"],
+               "weight_dtypes": info["weight_dtypes"], "specification_version": info["specification_version"]}
+    quantization = None
+    if mode is not None:
+        if mode == "w8a8":
+            settings = _W8A8_SETTINGS
+        if options.keep_float:  # their weights, by name in the program (see _weight_key)
+            prefix = "inner." if image_io else ""
+            settings = {**settings, "keep_float_weights": [_lifted(f"{prefix}{layer}.weight")
+                                                           for layer in options.keep_float]}
+        details["compression"] = {**settings, **compression(out)}
+        if estimate is None:
+            x, described = _estimate_inputs(job, image_io)
+            if job.progress is not None:
+                job.progress(f"estimating the accuracy of the {mode} weights on {described} ...")
+            estimate = weight_compression_estimate(out, model, x, image_io=image_io, inputs=described)
+        details["weight_compression_estimate"] = _judged(estimate, job.profile, mode)
+        quantization = job.quantization(calibration)
+    return BackendResult(inputs=(input_spec,), outputs=outputs, preprocessing_applied=preprocessing["applied"],
+                         details=details, quantization=quantization)
+
+
+def _compress_weights(job, mlmodel, model, mode: str, image_io: bool):
+    """``mlmodel`` with its weights compressed by coremltools.optimize.coreml for ``mode`` (see the module
+    docstring), leaving ``--keep-float`` layers' weights float; and the settings, for the manifest."""
+    import coremltools.optimize as cto
+
+    if mode == "int8-weights":
+        settings = {"api": "coremltools.optimize.coreml.linear_quantize_weights",
+                    "config": {"mode": "linear_symmetric", "dtype": "int8", "granularity": "per_channel",
+                               "weight_threshold": WEIGHT_THRESHOLD}}
+        op_config = cto.coreml.OpLinearQuantizerConfig(**settings["config"])
+        compress = cto.coreml.linear_quantize_weights
+    else:
+        settings = {"api": "coremltools.optimize.coreml.palettize_weights",
+                    "config": {"mode": "kmeans", "nbits": int(mode.rsplit("-", 1)[1]), "granularity": "per_tensor",
+                               "weight_threshold": WEIGHT_THRESHOLD}}
+        op_config = cto.coreml.OpPalettizerConfig(**settings["config"])
+        compress = cto.coreml.palettize_weights
+    kept = _keep_float_consts(mlmodel, model, job.options.keep_float)
+    config = cto.coreml.OptimizationConfig(global_config=op_config, op_name_configs={name: None for name in kept})
+    if job.progress is not None:
+        job.progress(f"compressing the weights ({mode}) ...")
+    return compress(mlmodel, config), settings
+
+
+def _weight_key(name: str) -> str:
+    """A weight's name in the Core ML program without the suffixes conversion and compression add:
+    ``p_inner_head_weight_to_fp16_palettized`` -> ``p_inner_head_weight``."""
+    for suffix in ("_palettized", "_quantized", "_to_fp16"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _lifted(name: str) -> str:
+    """A parameter's name as ``torch.export`` lifts it and the converter keeps it: ``inner.head.weight`` ->
+    ``p_inner_head_weight``."""
+    return "p_" + name.replace(".", "_")
+
+
+def _param_keys(model) -> dict[str, str]:
+    """The torch model's parameter names by the name ``torch.export`` lifts them under, as the converter keeps
+    it (``inner.head.weight`` -> ``p_inner_head_weight``); names that would collide are left out."""
+    keys: dict[str, list[str]] = {}
+    for name, _ in model.named_parameters():
+        keys.setdefault(_lifted(name), []).append(name)
+    return {key: names[0] for key, names in keys.items() if len(names) == 1}
+
+
+def _keep_float_consts(mlmodel, model, layers: tuple[str, ...]) -> list[str]:
+    """The const op names of the weights of ``layers`` (deploy-model module names) in the converted program,
+    which ``OptimizationConfig(op_name_configs=...)`` leaves uncompressed."""
+    if not layers:
+        return []
+    prefix = "inner." if hasattr(model, "inner") else ""
+    wanted = {_lifted(f"{prefix}{layer}.weight"): layer for layer in layers}
+    found: dict[str, str] = {}
+    for op in mlmodel._mil_program.functions["main"].operations:
+        if op.op_type == "const" and _weight_key(op.outputs[0].name) in wanted:
+            found[wanted[_weight_key(op.outputs[0].name)]] = op.name
+    missing = [layer for layer in layers if layer not in found]
+    if missing:
+        raise RuntimeError(f"--keep-float {missing[0]}: its weight is not a constant of the Core ML program")
+    return [found[layer] for layer in layers]
+
+
+#: how ``w8a8`` quantizes, for the manifest
+_W8A8_SETTINGS = {
+    "api": "torchao prepare_pt2e/convert_pt2e with executorch.backends.apple.coreml.quantizer.CoreMLQuantizer "
+           "(coremltools.optimize.torch LinearQuantizerConfig), then coremltools.convert",
+    "config": {"quantization_scheme": "symmetric", "weight_dtype": "qint8", "weight_per_channel": True,
+               "activation_dtype": "quint8", "observer": "moving_average_min_max"},
+}
+
+
+def _quantize_w8a8(job, model, program, example, image_io: bool):
+    """``program`` quantized with PT2E and the Core ML quantizer: int8 per-channel weights, activations observed
+    on the job's calibration inputs (``--keep-float`` layers left out of the annotation). Returns the quantized
+    program, re-captured for conversion, the calibration, and the accuracy estimate of the quantized torch
+    model against ``model`` on the calibration inputs."""
+    import numpy as np
+    import torch
+
+    try:
+        from coremltools.optimize.torch.quantization.quantization_config import LinearQuantizerConfig
+        from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError as exc:
+        raise UsageError(f"--quantize w8a8 calibrates int8 activations in PyTorch with the Core ML quantizer "
+                         f"that ExecuTorch ships (coremltools' own calibration runs the model, which only macOS "
+                         f"can): pip install 'shvit-edge[executorch]' ({exc})") from None
+    from ..quantize import calibration_batches
+
+    config = dict(_W8A8_SETTINGS["config"], weight_dtype=torch.qint8, activation_dtype=torch.quint8)
+    del config["observer"]  # coremltools' default, recorded for the manifest
+    prefix = "inner." if image_io else ""
+    quantizer = CoreMLQuantizer(LinearQuantizerConfig.from_dict(
+        {"global_config": config, "module_name_configs": {prefix + layer: None for layer in job.options.keep_float}}))
+    calibration = job.calibration()
+    if job.progress is not None:
+        job.progress("annotating the model for w8a8 (PT2E, Core ML quantizer) ...")
+    with torch.no_grad(), _only_patterns_in(program.graph):
+        prepared = prepare_pt2e(program.module(), quantizer)
+    with torch.no_grad():
+        for x in job.calibration_batches(calibration):
+            prepared(torch.from_numpy(model_inputs(x, job.source.std, image_io)))
+        converted = convert_pt2e(prepared)
+        quantized = torch.export.export(converted, (example,))
+        chunks = [torch.from_numpy(model_inputs(x, job.source.std, image_io))
+                  for x in calibration_batches(calibration, job.options.batch)]
+        out = np.concatenate([converted(x).numpy() for x in chunks])[:calibration.count]
+        ref = np.concatenate([model(x).numpy() for x in chunks])[:calibration.count]
+    estimate = {
+        "method": "the PT2E-quantized PyTorch model that was converted (int8 weights and int8 activations simulated "
+                  "by quantize/dequantize in fp32) against the fp32 PyTorch model; not Core ML's fp16 arithmetic "
+                  "or its kernels",
+        "summary": "the quantized PyTorch model that was converted, int8 simulated in fp32",
+        "inputs": f"the {calibration.count} calibration inputs ({calibration.source}; the same ones that set the "
+                  "activation ranges)",
+        "output": "classLabel_probs" if image_io else "logits",
+        "metrics": _metrics(out, ref),
+    }
+    return quantized, calibration, estimate
+
+
+#: activation functions of the Core ML quantizer's patterns -> the aten ops they export as
+_ACTIVATION_OPS = {"relu6": ("relu6", "hardtanh"), "celu": ("celu", "elu"), "selu": ("selu", "elu"),
+                   "logsigmoid": ("log_sigmoid", "log_sigmoid_forward")}
+
+
+@contextlib.contextmanager
+def _only_patterns_in(graph):
+    """The Core ML quantizer captures a pattern graph (``torch.export``) for every combination of conv or linear
+    dimension, batch norm and each of 15 activations before matching it: minutes of CPU, for SHViT's graph
+    with no batch norm and only two activations. Within this block its annotators skip the patterns that need
+    an op ``graph`` does not have (batch norm, pooling, an activation), which cannot match anyway; the
+    annotations are the same, in a tenth of the time. Restored on exit."""
+    from executorch.backends.apple.coreml.quantizer import _coreml_quantizer as quantizer
+    from executorch.backends.apple.coreml.quantizer import _coreml_quantizer_utils as utils
+
+    present = set()
+    for node in graph.nodes:
+        if node.op == "call_function":
+            present.add(str(getattr(node.target, "__name__", node.target)).split(".")[0].rstrip("_"))
+
+    def needed(fn) -> bool:
+        name = getattr(fn, "__name__", "")
+        return not name or any(op in present for op in _ACTIVATION_OPS.get(name, (name,)))
+
+    registry = quantizer._AnnotationPatternRegistry.REGISTRY
+    skip = [key for key in registry if ("_bn" in key and "batch_norm" not in present and
+                                        "_native_batch_norm_legit_no_training" not in present)
+            or ("pool" in key and not any("pool" in op for op in present))]
+    saved = (utils._supported_activations, utils._supported_activations_no_inplace, dict(registry))
+    utils._supported_activations = tuple(f for f in saved[0] if needed(f))
+    utils._supported_activations_no_inplace = tuple(f for f in saved[1] if needed(f))
+    for key in skip:
+        del registry[key]
+    try:
+        yield
+    finally:
+        utils._supported_activations, utils._supported_activations_no_inplace = saved[0], saved[1]
+        registry.clear()
+        registry.update(saved[2])
+
+
+def _metrics(out, ref) -> dict:
+    from ..parity.metrics import compare
+
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in compare(out, ref).as_dict().items()}
+
+
+def model_inputs(x, std, image_io: bool):
+    """Normalized inputs ``x`` ((pixel / 255 - mean) / std, N x 3 x H x W) as the converted torch model takes
+    them: the image model gets (pixel / 255 - mean), since 1/std is folded into its first conv."""
+    import numpy as np
+
+    x = np.asarray(x, np.float32)
+    return x * np.asarray(std, np.float32)[None, :, None, None] if image_io else x
+
+
+def _estimate_inputs(job, image_io: bool):
+    """The model inputs of the accuracy estimate (see :func:`model_inputs`) and what they are: the calibration
+    images when the export has them, else seeded random inputs as verify makes them (random pixels for an
+    image input, standard-normal tensors for a tensor input)."""
+    import numpy as np
+
+    if job.options.calibration is not None and job.options.calibration != "random":
+        calibration = job.calibration()
+        described = f"{calibration.count} images from {calibration.source}"
+        return model_inputs(calibration.inputs, job.source.std, image_io), described
+    from ..images import normalize
+
+    h, w = job.resolution
+    rng = np.random.default_rng(0)
+    if image_io:
+        pixels = rng.integers(0, 256, (ESTIMATE_SAMPLES, 3, h, w), dtype=np.uint8)
+        return (model_inputs(normalize(pixels, job.preprocessing()), job.source.std, image_io),
+                f"{ESTIMATE_SAMPLES} random images (seed 0; no images given)")
+    x = rng.standard_normal((ESTIMATE_SAMPLES, 3, h, w), dtype=np.float32)
+    return x, f"{ESTIMATE_SAMPLES} random standard-normal inputs (seed 0; no images given)"
+
+
+def package_weights(path) -> dict:
+    """Every weight of a saved package by its name in the program, as float32 numpy arrays, compressed ones
+    decompressed by their constexpr op (as Core ML does when it loads the model), with that op's type
+    (``None`` for a plain constant)."""
+    import numpy as np
+
+    program = _program(path)
+    weights = {}
+    for op in program.functions["main"].operations:
+        name = op.outputs[0].name if op.outputs else ""
+        if op.op_type == "const" and name.startswith("p_") and isinstance(op.outputs[0].val, np.ndarray):
+            weights[name] = (np.asarray(op.outputs[0].val, np.float32), None)
+        elif op.op_type.startswith("constexpr_") and name.startswith("p_"):
+            weights[name] = (np.asarray(op.materialized_val_inference(), np.float32), op.op_type)
+    return weights
+
+
+def weight_compression_estimate(path, model, x, image_io: bool, inputs: str = "") -> dict:
+    """A measured accuracy estimate for a package that cannot run here: its weights, read back from the package
+    (compressed ones decompressed from their constexpr ops, the others as stored, fp16 for an fp16 package),
+    are loaded into a copy of ``model`` (the fp32 PyTorch model it was converted from: the image model with
+    the softmax head, or the deploy model) in place of the originals, and both run in fp32 on ``x``, the
+    model's inputs (N x 3 x H x W; see :func:`model_inputs`). Their outputs (probabilities for an image
+    classifier, as verify compares them on a Mac; its logits too) are compared as verify compares them. It
+    measures what the weight compression costs, not Core ML's fp16 arithmetic or its kernels."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    found = {_weight_key(name): value for name, value in package_weights(path).items()}
+    keys = _param_keys(model)
+    candidate = copy.deepcopy(model).eval()
+    params = dict(candidate.named_parameters())
+    counts = {"compressed": 0, "float": 0, "not_in_package": 0}
+    with torch.no_grad():
+        for key, name in keys.items():
+            param = params[name]
+            if key not in found or tuple(found[key][0].shape) != tuple(param.shape):
+                counts["not_in_package"] += 1
+                continue
+            value, kind = found[key]
+            original = param.detach().double().numpy().ravel()
+            denom = np.linalg.norm(original) * np.linalg.norm(value)
+            if denom > 0 and float(np.dot(original, value.ravel().astype(np.float64)) / denom) < 0.9:
+                raise RuntimeError(f"the package's {key} is not the model's {name} (cosine below 0.9)")
+            param.copy_(torch.from_numpy(value))
+            counts["compressed" if kind else "float"] += 1
+        unmatched = [k for k, (_, kind) in found.items() if kind and k not in keys]
+        if unmatched:
+            raise RuntimeError(f"compressed weight {unmatched[0]} of the package matches no parameter of the model")
+        xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        ref, out = model(xs).numpy(), candidate(xs).numpy()
+        estimate = {
+            "method": "the package's weights (compressed ones decompressed from their constexpr ops) loaded into the "
+                      "fp32 PyTorch model in place of its own, run in fp32 and compared with the fp32 model: "
+                      "measures the weight compression, not Core ML's fp16 arithmetic or its kernels",
+            "inputs": inputs or f"{len(x)} inputs",
+            "summary": "package weights decompressed into the fp32 PyTorch model: the weight compression alone",
+            "output": "classLabel_probs" if image_io else "logits",
+            "metrics": _metrics(out, ref),
+            "weights": counts,
+        }
+        if image_io:
+            estimate["logits"] = _metrics(candidate.inner(xs).numpy(), model.inner(xs).numpy())
+    return estimate
+
+
+def _judged(estimate: dict, profile, mode: str) -> dict:
+    """``estimate`` with the verdict of the profile's tolerance class for ``mode`` on its output metrics."""
+    from ..errors import ShvitEdgeError
+    from ..parity.metrics import ParityMetrics
+    from ..quantize import TOLERANCE_CLASS
+    from ..verify import judge
+
+    name = TOLERANCE_CLASS.get(mode, mode)
+    try:
+        tolerance = profile.tolerance(name)
+    except ShvitEdgeError:
+        return {**estimate, "tolerance_class": name, "within_tolerance": None,
+                "problems": [f"the profile has no [tolerances.{name}]"]}
+    metrics = {k: (float("inf") if v is None and k == "sqnr_db" else v) for k, v in estimate["metrics"].items()}
+    problems = judge(ParityMetrics(**metrics), tolerance)
+    return {**estimate, "tolerance_class": name, "within_tolerance": not problems, "problems": problems}
 
 
 def describe(path) -> dict:
@@ -185,6 +532,121 @@ def describe(path) -> dict:
     }
 
 
+def _program(path):
+    """The saved package's ML program as coremltools' Python MIL, weights included (coremltools loads a package
+    this way to rewrite it; no Core ML runtime involved)."""
+    with quiet():
+        import coremltools as ct
+        from coremltools.converters.mil.frontend.milproto import load as milproto
+
+        mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
+        spec = mlmodel.get_spec()
+        return milproto.load(spec, spec.specificationVersion, mlmodel.weights_dir)
+
+
+def _bits(op) -> int | None:
+    """The bit width a compressed-weight op stores its values in: the integer type of quantized data, or
+    log2 of a LUT's entries (a rank-1 LUT up to iOS 17, [..., entries, vector] from iOS 18)."""
+    import math
+
+    if op.op_type == "constexpr_affine_dequantize":
+        return op.quantized_data.dtype.get_bitwidth()
+    if op.op_type == "constexpr_blockwise_shift_scale":
+        return op.data.dtype.get_bitwidth()
+    if op.op_type == "constexpr_lut_to_dense":
+        shape = op.lut.shape
+        return round(math.log2(shape[0] if len(shape) == 1 else shape[-2]))
+    return None
+
+
+def compression(path) -> dict:
+    """How a saved package's weights are stored, read from its program: ``weights`` (per constexpr op type, how
+    many and their bit widths), ``activation_quantize_ops`` (Core ML ``quantize`` ops) and
+    ``float_weights_above_threshold`` (float constants of more than :data:`WEIGHT_THRESHOLD` elements that
+    feed the model directly, i.e. weights left uncompressed)."""
+    import numpy as np
+
+    with quiet():
+        from coremltools.converters.mil.mil import types
+
+    kinds: dict[str, dict] = {}
+    quantize = 0
+    left_float = []
+    for op in _program(path).functions["main"].operations:
+        if op.op_type.startswith("constexpr_"):
+            entry = kinds.setdefault(op.op_type, {"count": 0, "bits": []})
+            entry["count"] += 1
+            bits = _bits(op)
+            if bits is not None and bits not in entry["bits"]:
+                entry["bits"] = sorted([*entry["bits"], bits])
+        elif op.op_type == "quantize":
+            quantize += 1
+        elif op.op_type == "const":
+            var = op.outputs[0]
+            if isinstance(var.val, np.ndarray) and types.is_float(var.dtype) and var.val.size > WEIGHT_THRESHOLD \
+                    and not any(child.op_type.startswith("constexpr_") for child in var.child_ops):
+                left_float.append(var.name)
+    return {"weights": dict(sorted(kinds.items())), "activation_quantize_ops": quantize,
+            "float_weights_above_threshold": sorted(left_float)}
+
+
+def _compression_problems(path, manifest) -> tuple[list[str], dict]:
+    """Whether the package holds the compressed weights its manifest's --quantize mode makes (op types, bit
+    width, nothing big left float but --keep-float layers, activation quantization for w8a8), and agrees with
+    what the export recorded; the problems, and the facts for verify's reason."""
+    mode = manifest.quantization.mode
+    if mode not in EXPECTED_COMPRESSION:
+        return [f"--quantize {mode} is not a Core ML mode"], {}
+    try:
+        found = compression(path)
+    except Exception as exc:  # noqa: BLE001 - weights coremltools cannot read are the finding
+        return [f"the compressed weights do not load ({type(exc).__name__}: {exc})"], {}
+    op_types, bits = EXPECTED_COMPRESSION[mode]
+    problems = []
+    weights = found["weights"]
+    ours = {k: v for k, v in weights.items() if k in op_types}
+    others = {k: v for k, v in weights.items() if k not in op_types}
+    if not ours:
+        problems.append(f"no {' or '.join(op_types)} in the package: its weights are not compressed for --quantize "
+                        f"{mode}")
+    wrong_bits = sorted({b for v in ours.values() for b in v["bits"]} - {bits})
+    if wrong_bits:
+        problems.append(f"{mode} stores {bits}-bit weights; the package has {wrong_bits}-bit ones")
+    if others:
+        problems.append(f"{mode} makes no {', '.join(others)}, the package has {others}")
+    if mode == "w8a8" and not found["activation_quantize_ops"]:
+        problems.append("w8a8 without activation quantize ops")
+    kept = set((manifest.details.get("compression") or {}).get("keep_float_weights", []))
+    left = [name for name in found["float_weights_above_threshold"] if _weight_key(name) not in kept]
+    if left:
+        problems.append(f"{len(left)} weight(s) of more than {WEIGHT_THRESHOLD} elements left float ({left[0]}, ...)")
+    recorded = manifest.details.get("compression")
+    if recorded is not None:
+        for key in ("weights", "activation_quantize_ops"):
+            if key in recorded and recorded[key] != found[key]:
+                problems.append(f"compressed {key.replace('_', ' ')} {found[key]}, the manifest says {recorded[key]}")
+    facts = {"compressed weights": ", ".join(f"{v['count']} {k} ({'/'.join(map(str, v['bits']))}-bit)"
+                                             for k, v in weights.items()) or "none"}
+    if mode == "w8a8":
+        facts["activation quantize ops"] = found["activation_quantize_ops"]
+    estimate = manifest.details.get("weight_compression_estimate")
+    if estimate and not (estimate.get("metrics") or {}).get("finite", False):
+        facts["accuracy estimate at export"] = "NaN or Inf in the output of the estimate"
+    elif estimate:
+        m = estimate["metrics"]
+        why = "; ".join(estimate.get("problems", []))
+        verdict = {True: f"within the {estimate.get('tolerance_class')} tolerances",
+                   False: f"outside the {estimate.get('tolerance_class')} tolerances ({why})",
+                   None: f"not judged ({why})"}[estimate.get("within_tolerance")]
+        sqnr = "inf" if m.get("sqnr_db") is None else f"{m['sqnr_db']:.1f}"
+        facts["accuracy estimate at export"] = (
+            f"(measured off-device) {estimate.get('output')} cosine {m['cosine']:.5f}, SQNR {sqnr} dB, "
+            f"top-1 agreement {m['top1_agreement']:.2f} against the fp32 PyTorch model on {estimate.get('inputs')}, "
+            f"{verdict}; "
+            f"{estimate.get('summary', estimate.get('method'))}, not Core ML's fp16 arithmetic")
+    return problems, facts
+
+
 #: compute-unit settings of a profile's ``compute_units`` -> coremltools ``ComputeUnit`` names
 COMPUTE_UNITS = {"cpu_only": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_GPU", "cpu_and_ne": "CPU_AND_NE", "all": "ALL"}
 
@@ -233,6 +695,13 @@ def structural_problems(path, manifest) -> tuple[list[str], dict]:
         problems.append(f"{manifest.precision} package with weights {info['weight_dtypes']}")
     facts = {"deployment target": info["minimum_deployment_target"], "ops": sum(info["ops"].values()),
              "weights": info["weight_dtypes"]}
+    compressed = sorted(op for op in info["ops"] if op.startswith("constexpr_"))
+    if manifest.quantization is None and compressed:
+        problems.append(f"compressed weights ({', '.join(compressed)}) in a package its manifest says is not quantized")
+    if manifest.quantization is not None:
+        found, more = _compression_problems(path, manifest)
+        problems.extend(found)
+        facts.update(more)
     return problems, facts
 
 

@@ -1,0 +1,208 @@
+"""Core ML --quantize (coremltools.optimize): int8 weights, palettization and w8a8, checked off Apple hardware.
+
+Core ML cannot predict on Linux, so each mode is checked by what is in the package (the compressed-weight ops
+and their bit width, read from its program; the weight file's size), by verify's structural check, and by the
+measured accuracy estimate: the package's weights decompressed into the fp32 PyTorch model (w8a8: the
+quantized PyTorch model that was converted) against the fp32 model, judged by the profile's tolerance class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from shvit_edge.backends import coreml
+from shvit_edge.cli import cli
+from shvit_edge.export import ExportOptions, export, resolve_targets
+from shvit_edge.images import list_images, load_pixels, normalize
+from shvit_edge.manifest import Quantization, manifest_path, read_manifest
+from shvit_edge.parity.metrics import ParityMetrics
+from shvit_edge.quantize import TOLERANCE_CLASS, quantizable_layers
+from shvit_edge.targets import resolve_target
+from shvit_edge.verify import VerifyOptions, judge, verify
+
+ROOT = Path(__file__).resolve().parent.parent
+#: per weight-only mode: the op that holds the compressed weights, its bit width, and the weight file's size as
+#: a fraction of the fp16 weights (2 bytes a parameter; the small weights stay fp16)
+EXPECTED = {"int8-weights": ("constexpr_affine_dequantize", 8, (0.45, 0.55)),
+            "palettize-6": ("constexpr_lut_to_dense", 6, (0.33, 0.42)),
+            "palettize-4": ("constexpr_lut_to_dense", 4, (0.22, 0.29))}
+
+
+@pytest.fixture(scope="module")
+def exported(s1_source, tmp_path_factory):
+    """S1 exported for the iPhone 12 profile with a --quantize mode, once per mode for the whole module."""
+    folder = tmp_path_factory.mktemp("coreml-quantized")
+    done = {}
+
+    def get(mode):
+        if mode not in done:
+            options = ExportOptions(resolution=(224, 224), quantize=mode)
+            (done[mode],) = export(s1_source, resolve_targets("coreml"), options, folder).artifacts
+        return done[mode]
+
+    return get
+
+
+def big_weights(model) -> int:
+    """How many weights coremltools compresses: more than its 2048-element threshold."""
+    return sum(1 for name, p in model.named_parameters() if name.endswith("weight") and p.numel() > 2048)
+
+
+def weight_file_bytes(package: Path) -> int:
+    return (package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").stat().st_size
+
+
+def within(metrics: dict, tolerance) -> list[str]:
+    return judge(ParityMetrics(**{k: float("inf") if v is None else v for k, v in metrics.items()}), tolerance)
+
+
+@pytest.mark.parametrize("mode", list(EXPECTED))
+def test_weight_compression_is_in_the_package_and_verify_checks_it(s1_source, exported, images_dir, mode):
+    artifact = exported(mode)
+    op_type, bits, (low, high) = EXPECTED[mode]
+    assert artifact.path.name == f"shvit_s1_224x224_fp16_{mode}.mlpackage"
+    manifest = read_manifest(artifact.manifest)
+    assert manifest.quantization == Quantization(mode)
+    assert manifest.precision == "fp16" and manifest.details["compute_precision"] == "fp16"
+
+    n = big_weights(s1_source.deploy_model())
+    assert n == 68
+    info = coreml.describe(artifact.path)
+    assert info["minimum_deployment_target"] == "iOS16"  # per-tensor LUTs and per-channel int8 run on iOS 16
+    assert info["ops"][op_type] == n and set(info["weight_dtypes"]) == {"FLOAT16"}  # what is left float is fp16
+    found = coreml.compression(artifact.path)
+    assert found["weights"] == {op_type: {"count": n, "bits": [bits]}}
+    assert found["float_weights_above_threshold"] == [] and found["activation_quantize_ops"] == 0
+    assert manifest.details["compression"]["weights"] == found["weights"]
+
+    fp16_bytes = 2 * sum(p.numel() for p in s1_source.deploy_model().parameters())
+    ratio = weight_file_bytes(artifact.path) / fp16_bytes
+    assert low <= ratio <= high, ratio
+    assert artifact.size_bytes < (high + 0.05) * fp16_bytes
+
+    estimate = manifest.details["weight_compression_estimate"]
+    assert estimate["weights"] == {"compressed": n, "float": 88, "not_in_package": 0}
+    assert estimate["output"] == "classLabel_probs" and "decompressed" in estimate["method"]
+    assert estimate["tolerance_class"] == TOLERANCE_CLASS[mode]
+
+    (result,) = verify([artifact.path], VerifyOptions(images=str(images_dir), samples=0))
+    assert result.status == "skipped", result
+    assert result.tolerances["class"] == TOLERANCE_CLASS[mode]
+    assert "structural check passed" in result.reason
+    assert f"compressed weights {n} {op_type} ({bits}-bit)" in result.reason
+    assert "accuracy estimate at export (measured off-device)" in result.reason
+
+
+@pytest.mark.parametrize("mode", list(EXPECTED))
+def test_accuracy_estimate_on_the_fixture_images_is_within_the_profile_class(s1_source, exported, images_dir, mode):
+    artifact = exported(mode)
+    manifest = read_manifest(artifact.manifest)
+    pixels = load_pixels(list_images(images_dir), (224, 224), manifest.preprocessing)
+    x = coreml.model_inputs(normalize(pixels, manifest.preprocessing), s1_source.std, image_io=True)
+    model = coreml._softmax_head(s1_source.deploy_model(fold_std=True))
+    estimate = coreml.weight_compression_estimate(artifact.path, model, x, image_io=True, inputs="5 images")
+    tolerance = resolve_target("coreml").tolerance(TOLERANCE_CLASS[mode])
+    for metrics in (estimate["metrics"], estimate["logits"]):
+        assert metrics["cosine"] < 0.9999  # really compressed: fp16 weights alone are at 60 dB
+        problems = within(metrics, tolerance)
+        if mode == "palettize-6":
+            # int8's class: cosine and SQNR hold, but top-1 agreement does not: the fixture's synthetic weights
+            # give every image the same top class by 0.07 logits, and 6-bit per-tensor LUTs move logits by 0.4
+            assert all(p.startswith("top-1 agreement") for p in problems), problems
+        else:
+            assert problems == [], problems
+    # the manifest's estimate (random images) tells the same story as the real ones
+    recorded = manifest.details["weight_compression_estimate"]["metrics"]
+    assert abs(recorded["cosine"] - estimate["metrics"]["cosine"]) < 0.005
+    assert abs(recorded["sqnr_db"] - estimate["metrics"]["sqnr_db"]) < 1.0
+
+
+def test_structural_check_fails_when_the_weights_are_not_what_the_manifest_says(exported, images_dir, tmp_path):
+    int8, pal6 = exported("int8-weights"), exported("palettize-6")
+
+    def claimed(artifact, quantization, folder):
+        folder.mkdir()
+        copy = folder / artifact.path.name
+        shutil.copytree(artifact.path, copy)
+        manifest = dataclasses.replace(read_manifest(artifact.manifest), quantization=quantization)
+        manifest_path(copy).write_text(manifest.to_json(), encoding="utf-8")
+        (result,) = verify([copy], VerifyOptions(images=str(images_dir), samples=0))
+        assert result.status == "fail", result
+        return result.reason
+
+    assert "no constexpr_lut_to_dense in the package" in claimed(int8, Quantization("palettize-4"), tmp_path / "a")
+    assert "stores 4-bit weights; the package has [6]-bit" in claimed(pal6, Quantization("palettize-4"), tmp_path / "b")
+    assert "its manifest says is not quantized" in claimed(int8, None, tmp_path / "c")
+
+
+def test_w8a8_on_the_ios16_profile_is_a_usage_error(official_pth, images_dir, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", "--target", "coreml", "--checkpoint", str(official_pth),
+                                      "--quantize", "w8a8", "--calibration", str(images_dir), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "iOS17" in result.output and "Traceback" not in result.output
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.fixture
+def ios17_profile(tmp_path) -> Path:
+    """A user's own profile: the iPhone 12 one, deploying to iOS 17 and offering w8a8."""
+    text = (ROOT / "targets" / "iphone12-ios16.toml").read_text(encoding="utf-8")
+    text = text.replace('name = "iphone12-ios16"', 'name = "iphone15-ios17"')
+    text = text.replace('minimum_deployment_target = "iOS16"', 'minimum_deployment_target = "iOS17"')
+    text = text.replace('quantization = ["int8-weights", "palettize-6", "palettize-4"]',
+                        'quantization = ["int8-weights", "palettize-6", "palettize-4", "w8a8"]')
+    path = tmp_path / "iphone15-ios17.toml"
+    path.write_text(text, encoding="utf-8")
+    assert "w8a8" in resolve_target(str(path)).export.quantization
+    return path
+
+
+def test_w8a8_on_an_ios17_profile_quantizes_activations(s1_source, ios17_profile, images_dir, tmp_path):
+    (artifact,) = export(s1_source, resolve_targets(str(ios17_profile)),
+                         ExportOptions(resolution=(224, 224), quantize="w8a8", calibration=str(images_dir)),
+                         tmp_path / "out").artifacts
+    assert artifact.path.name == "shvit_s1_224x224_fp16_w8a8_iphone15-ios17.mlpackage"
+    manifest = read_manifest(artifact.manifest)
+    assert manifest.quantization == Quantization("w8a8", str(images_dir), 5)
+    info = coreml.describe(artifact.path)
+    assert info["minimum_deployment_target"] == "iOS17"
+    found = coreml.compression(artifact.path)
+    assert found["activation_quantize_ops"] > 100 and info["ops"]["dequantize"] >= found["activation_quantize_ops"]
+    (weights,) = found["weights"].items()
+    assert weights[0] == "constexpr_affine_dequantize" and weights[1]["bits"] == [8]
+    assert weights[1]["count"] >= len(quantizable_layers(s1_source.deploy_model()))  # every conv and linear, small too
+    assert found["float_weights_above_threshold"] == []
+    ratio = weight_file_bytes(artifact.path) / (2 * sum(p.numel() for p in s1_source.deploy_model().parameters()))
+    assert 0.45 <= ratio <= 0.6, ratio
+
+    estimate = manifest.details["weight_compression_estimate"]
+    assert estimate["tolerance_class"] == "int8" and estimate["within_tolerance"] is True, estimate
+    assert "calibration inputs" in estimate["inputs"] and estimate["metrics"]["cosine"] < 0.9999
+
+    (result,) = verify([artifact.path], VerifyOptions(images=str(images_dir), samples=0))
+    assert result.status == "skipped", result
+    assert "structural check passed" in result.reason and "activation quantize ops" in result.reason
+
+
+def test_keep_float_layers_stay_float_in_the_package(s1_source, tmp_path):
+    """--keep-float layers map to their weight constants in the Core ML program and stay fp16."""
+    keep = ("head", "stages.2.blocks.4.ffn.m.pw2")
+    options = ExportOptions(resolution=(224, 224), quantize="int8-weights", keep_float=keep)
+    (artifact,) = export(s1_source, resolve_targets("coreml"), options, tmp_path).artifacts
+    result = read_manifest(artifact.manifest)
+    out = artifact.path
+    assert result.quantization == Quantization("int8-weights", keep_float=keep)
+    found = coreml.compression(out)
+    kept = ["p_inner_head_weight_to_fp16", "p_inner_stages_2_blocks_4_ffn_m_pw2_weight_to_fp16"]
+    assert found["float_weights_above_threshold"] == kept
+    assert found["weights"]["constexpr_affine_dequantize"]["count"] == big_weights(s1_source.deploy_model()) - 2
+    assert result.details["compression"]["keep_float_weights"] == ["p_inner_head_weight",
+                                                                   "p_inner_stages_2_blocks_4_ffn_m_pw2_weight"]
+    estimate = result.details["weight_compression_estimate"]
+    assert estimate["weights"]["compressed"] == 66 and estimate["within_tolerance"] is True
