@@ -331,10 +331,10 @@ def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> Non
                          "or --calibration random")
     if options.keep_float and not options.quantize:
         raise UsageError("--keep-float applies with --quantize")
-    if options.calibration is not None and options.quantize not in CALIBRATED:
-        raise UsageError("--calibration applies to a calibrated --quantize mode "
-                         f"({', '.join(CALIBRATED)})")
     if options.calibration is not None:  # before any conversion starts
+        if options.quantize not in CALIBRATED:
+            raise UsageError("--calibration applies to a calibrated --quantize mode "
+                             f"({', '.join(CALIBRATED)})")
         if options.calibration_samples < 1:
             raise UsageError(f"--calibration-samples must be at least 1, got {options.calibration_samples}")
         if options.calibration != "random":

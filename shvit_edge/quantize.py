@@ -98,7 +98,7 @@ def calibration_batches(calibration: Calibration, batch: int,
 
 
 #: backends whose quantization can leave named layers in float (--keep-float)
-KEEP_FLOAT_BACKENDS = ("executorch", "tflite", "onnx")
+KEEP_FLOAT_BACKENDS = ("executorch", "tflite", "coreml", "onnx")
 
 
 def quantizable_layers(model) -> list[str]:

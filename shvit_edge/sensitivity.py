@@ -241,10 +241,10 @@ def report(source, profile, options, images: str | None, samples: int, keep: int
     simulated_all = sqnr_db(reference, sim.logits(sim.names, x))
     simulated_keep = sqnr_db(reference, sim.logits([n for n in sim.names if n not in worst], x))
 
-    validation = None
-    if validate and profile.backend in KEEP_FLOAT_BACKENDS:
+    validation, not_validated = None, _why_not_validated(profile, validate)
+    if not_validated is None:
         validation = _validate(source, profile, options, worst, paths, images, samples, seed, progress)
-    verdict = _verdict(layers, worst, simulated_all, simulated_keep, validation, profile, validate)
+    verdict = _verdict(layers, worst, simulated_all, simulated_keep, validation, not_validated)
     return Report(variant=source.variant, target=profile.backend, profile=profile.name, mode=mode,
                   resolution=(h, w), inputs=inputs, keep=worst, simulated_sqnr_db=round(simulated_all, 2),
                   simulated_sqnr_keep_db=round(simulated_keep, 2), layers=layers, validation=validation,
@@ -279,16 +279,25 @@ def _validate(source, profile, options, worst, paths, images, samples, seed, pro
             "artifacts": measured}
 
 
-def _verdict(layers, worst, simulated_all, simulated_keep, validation, profile, validate) -> str:
+def _why_not_validated(profile, validate: bool) -> str | None:
+    """Why the artifact cannot be measured with and without the worst layers in float, or None if it can."""
+    from .backends.base import get_backend
+
+    if not validate:
+        return "--no-validate"
+    if profile.backend not in KEEP_FLOAT_BACKENDS:
+        return (f"the {profile.backend} target cannot keep layers in float (--keep-float is for "
+                f"{', '.join(KEEP_FLOAT_BACKENDS)})")
+    return get_backend(profile.backend).cannot_run_here(None, None)
+
+
+def _verdict(layers, worst, simulated_all, simulated_keep, validation, not_validated: str | None) -> str:
     share = sum(c.noise_share for c in layers[:len(worst)])
     predicted = simulated_keep - simulated_all
     head = (f"the worst {len(worst)} layers carry {share:.0%} of the summed per-layer noise; keeping them in float "
             f"is predicted to gain {predicted:.1f} dB (simulated {simulated_all:.1f} -> {simulated_keep:.1f} dB)")
     if validation is None:
-        why = ("not measured on the artifact: " + ("--no-validate" if not validate else
-               f"the {profile.backend} target cannot keep layers in float (--keep-float is for "
-               f"{', '.join(KEEP_FLOAT_BACKENDS)})"))
-        return f"{head}; {why}"
+        return f"{head}; not measured on the artifact: {not_validated}"
     gain = validation["gain_db"]
     if gain is None:
         return f"{head}; the artifacts could not be measured (see validation)"
@@ -302,7 +311,7 @@ def _verdict(layers, worst, simulated_all, simulated_keep, validation, profile, 
                        f"other {len(layers) - len(worst)} layers")
     if gain < predicted - 1.0:
         reasons.append(f"the artifact gains less than simulated ({gain:.1f} vs {predicted:.1f} dB): "
-                       f"{profile.backend} still quantizes the tensors between a float layer and its quantized "
+                       "the backend still quantizes the tensors between a float layer and its quantized "
                        "neighbours and the ops between layers (residual adds, attention matmuls, normalization), "
                        "which the per-layer simulation leaves in float")
     if not reasons:

@@ -194,10 +194,9 @@ def judge(metrics: ParityMetrics, tolerance: Tolerance) -> list[str]:
     return problems
 
 
-def _expected_input(manifest: Manifest) -> tuple[tuple[int | None, ...], str]:
-    spec = manifest.inputs[0]
-    shape = tuple(None if i in spec.dynamic_axes else d for i, d in enumerate(spec.shape))
-    return shape, spec.dtype
+def _masked(shape, dynamic_axes) -> tuple[int | None, ...]:
+    """``shape`` with its dynamic axes as None, so a runtime's shape and a manifest's compare."""
+    return tuple(None if i in dynamic_axes else d for i, d in enumerate(shape))
 
 
 def _run_batched(runner, x: np.ndarray, manifest: Manifest) -> np.ndarray:
@@ -315,12 +314,12 @@ def _run_and_judge(load, x, reference, manifest: Manifest, tolerance: Tolerance,
     try:
         runner = load()
         runtime = runner.runtime
-        shape, dtype = _expected_input(manifest)
-        actual = tuple(None if i in manifest.inputs[0].dynamic_axes else d for i, d in enumerate(runner.input_shape))
-        if (actual, runner.input_dtype) != (shape, dtype):
+        spec = manifest.inputs[0]
+        if (_masked(runner.input_shape, spec.dynamic_axes), runner.input_dtype) != \
+                (_masked(spec.shape, spec.dynamic_axes), spec.dtype):
             return VerifyResult(**base, runtime=runtime, status=FAIL, metrics={},
                                 reason=note + f"the artifact takes {runner.input_name} {runner.input_shape} "
-                                f"{runner.input_dtype}; its manifest says {manifest.inputs[0].shape} {dtype}")
+                                f"{runner.input_dtype}; its manifest says {spec.shape} {spec.dtype}")
         out = _run_batched(runner, x, manifest)
         metrics = compare(out, reference)
     except Exception as exc:  # noqa: BLE001 - a runtime's own failure is this artifact's result

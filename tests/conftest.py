@@ -41,6 +41,31 @@ def images_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def s1_source(official_pth):
+    """The fixture checkpoint loaded for export (session-wide: every quantization test starts from it)."""
+    from shvit_edge.export import load_source
+
+    return load_source(variant=None, checkpoint=str(official_pth))
+
+
+@pytest.fixture(scope="session")
+def s1_fp32(s1_source, tmp_path_factory):
+    """The fp32 S1 artifact at 224 for a target, exported once per session: what quantized ones compare with."""
+    from shvit_edge.export import ExportOptions, export, resolve_targets
+
+    folder = tmp_path_factory.mktemp("fp32")
+    artifacts = {}
+
+    def get(target: str):
+        if target not in artifacts:
+            (artifacts[target],) = export(s1_source, resolve_targets(target), ExportOptions(resolution=(224, 224)),
+                                          folder).artifacts
+        return artifacts[target]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def reference_io():
     import numpy as np
 

@@ -10,30 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 from shvit_edge.cli import cli
-from shvit_edge.export import ExportOptions, export, load_source, resolve_targets
+from shvit_edge.export import ExportOptions, export, resolve_targets
 from shvit_edge.manifest import Quantization, read_manifest
 from shvit_edge.verify import VerifyOptions, verify
 
 
 @pytest.fixture(scope="session")
-def s1_source(official_pth):
-    return load_source(variant=None, checkpoint=str(official_pth))
-
-
-@pytest.fixture(scope="session")
-def fp32_sizes(s1_source, tmp_path_factory):
-    """Size of the fp32 S1 artifact per target, made once."""
-    folder = tmp_path_factory.mktemp("fp32")
-    sizes = {}
-
-    def size(target: str) -> int:
-        if target not in sizes:
-            (artifact,) = export(s1_source, resolve_targets(target), ExportOptions(resolution=(224, 224)),
-                                 folder).artifacts
-            sizes[target] = artifact.size_bytes
-        return sizes[target]
-
-    return size
+def fp32_sizes(s1_fp32):
+    return lambda target: s1_fp32(target).size_bytes
 
 
 def assert_int8_verifies(artifact, images_dir):

@@ -8,23 +8,15 @@ from click.testing import CliRunner
 
 from shvit_edge.backends.tflite import _named, _ops_by_layer
 from shvit_edge.cli import cli
-from shvit_edge.export import ExportOptions, export, load_source, resolve_targets
+from shvit_edge.export import ExportOptions, export, resolve_targets
 from shvit_edge.manifest import Quantization, read_manifest
 from shvit_edge.quantize import quantizable_layers
 from shvit_edge.verify import VerifyOptions, verify
 
 
 @pytest.fixture(scope="session")
-def s1_source(official_pth):
-    return load_source(variant=None, checkpoint=str(official_pth))
-
-
-@pytest.fixture(scope="session")
-def fp32_tflite(s1_source, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fp32-tflite")
-    options = ExportOptions(resolution=(224, 224))
-    (artifact,) = export(s1_source, resolve_targets("tflite"), options, folder).artifacts
-    return artifact
+def fp32_tflite(s1_fp32):
+    return s1_fp32("tflite")
 
 
 def _verify(artifact, images_dir):

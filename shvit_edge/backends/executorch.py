@@ -146,7 +146,7 @@ def structural_problems(path, manifest) -> tuple[list[str], dict]:
         except Exception as exc:  # noqa: BLE001 - a program the runtime cannot read is the finding
             return [f"the program does not load ({type(exc).__name__}: {exc})"], {}
     info = meta.input_tensor_meta(0)
-    sizes, dtype = tuple(info.sizes()), _SCALAR_TYPES.get(info.dtype(), str(info.dtype()))
+    sizes, dtype = tuple(info.sizes()), _dtype_name(info)
     spec = manifest.inputs[0]
     problems = [] if (sizes, dtype) == (tuple(spec.shape), spec.dtype) else [
         f"the program takes {sizes} {dtype}; the manifest says {spec.shape} {spec.dtype}"]
@@ -170,7 +170,12 @@ def load(path, manifest=None, threads: int | None = None):
     from importlib.metadata import version
 
     return Runner(run, f"executorch.runtime {version('executorch')}", "image", tuple(meta.sizes()),
-                  _SCALAR_TYPES.get(meta.dtype(), str(meta.dtype())))
+                  _dtype_name(meta))
+
+
+def _dtype_name(tensor_meta) -> str:
+    """The numpy name of an ExecuTorch tensor's scalar type."""
+    return _SCALAR_TYPES.get(tensor_meta.dtype(), str(tensor_meta.dtype()))
 
 
 #: ExecuTorch ScalarType codes (runtime/core/portable_type/scalar_type.h) by numpy name
