@@ -22,7 +22,7 @@ from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, atomic_outputs, c
                      remove_stale_temporaries, sha256_of, size_of)
 from .errors import InputError, ShvitEdgeError, UsageError
 from .manifest import ArtifactRef, CheckpointRef, Manifest, Preprocessing, manifest_path
-from .quantize import CALIBRATED, KEEP_FLOAT_BACKENDS, check_keep_float, check_mode
+from .quantize import CALIBRATED, check_keep_float, check_mode
 from .targets import BACKENDS, DEFAULT_PROFILES, TargetProfile, resolve_target
 
 #: timm's evaluation crop for SHViT: resize the shorter side to size / 0.875, centre-crop to size.
@@ -158,10 +158,8 @@ class ExportJob:
         """The manifest's record of this job's --quantize (``calibration``: what a calibrated mode used)."""
         from .manifest import Quantization
 
-        if calibration is None:
-            return Quantization(self.options.quantize, keep_float=self.options.keep_float)
-        return Quantization(self.options.quantize, calibration.source, calibration.count,
-                            keep_float=self.options.keep_float)
+        source, count = (calibration.source, calibration.count) if calibration is not None else (None, 0)
+        return Quantization(self.options.quantize, source, count, keep_float=self.options.keep_float)
 
     def example_input(self, layout: str = "nchw", seed: int = 0):
         import torch
@@ -323,9 +321,6 @@ def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> Non
             raise UsageError(f"target {profile.name} does not offer the {options.delegate} delegate")
         if options.quantize:
             check_mode(profile, options.quantize)
-            if options.keep_float and profile.backend not in KEEP_FLOAT_BACKENDS:
-                raise UsageError(f"--keep-float is not available for the {profile.backend} target (it is for: "
-                                 f"{', '.join(KEEP_FLOAT_BACKENDS)})")
     if options.quantize in CALIBRATED and options.calibration is None:
         raise UsageError(f"--quantize {options.quantize} is calibrated: give --calibration DIR (an image folder) "
                          "or --calibration random")

@@ -97,9 +97,6 @@ def calibration_batches(calibration: Calibration, batch: int,
         yield x[i * batch:(i + 1) * batch]
 
 
-#: backends whose quantization can leave named layers in float (--keep-float)
-KEEP_FLOAT_BACKENDS = ("executorch", "tflite", "coreml", "onnx")
-
 
 def quantizable_layers(model) -> list[str]:
     """The module names of the deploy model's convs and linears, in forward order: the layers quantization

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import UsageError
-from .quantize import CALIBRATED, KEEP_FLOAT_BACKENDS, quantizable_layers
+from .quantize import CALIBRATED, quantizable_layers
 
 #: modes the simulation covers, and how: (weights, activations)
 SIMULATED = {
@@ -285,9 +285,6 @@ def _why_not_validated(profile, validate: bool) -> str | None:
 
     if not validate:
         return "--no-validate"
-    if profile.backend not in KEEP_FLOAT_BACKENDS:
-        return (f"the {profile.backend} target cannot keep layers in float (--keep-float is for "
-                f"{', '.join(KEEP_FLOAT_BACKENDS)})")
     return get_backend(profile.backend).cannot_run_here(None, None)
 
 
