@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .bench import DEFAULT_ITERATIONS as BENCH_ITERATIONS
 from .errors import ShvitEdgeError, UsageError
 
 
@@ -321,6 +322,86 @@ def verify(paths, checkpoint, trust_checkpoint, images, samples, seed, cosine, m
         _stdout().print(table)
     if any(r.status == FAIL for r in results):
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="Threads of every runtime and of the eager baseline; each runs pinned to that many CPUs.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed inferences after the first.")
+@click.option("--iterations", type=int, default=None,
+              help=f"Timed inferences per candidate (default {BENCH_ITERATIONS}).")
+@click.option("--seconds", type=float, default=None, help="Time each candidate for this long instead.")
+@click.option("--rounds", type=int, default=5, show_default=True,
+              help="The timed inferences are split into this many rounds that alternate between candidates.")
+@click.option("--no-baseline", is_flag=True, help="Skip the PyTorch eager baseline (no ratio_to_eager).")
+@click.option("--report", "report_dir", default=None, metavar="DIR",
+              help="Also write report.md and report.html (table and plots) into DIR.")
+@json_option
+def bench(paths, threads, warmup, iterations, seconds, rounds, no_baseline, report_dir, as_json):
+    """Host latency of each artifact in the runtime that ships it, side by side with PyTorch eager.
+
+    PATH is an artifact or a folder of artifacts. Each candidate runs in its own process pinned to --threads
+    CPUs; rounds alternate between candidates. Exit 1 when a candidate failed to run."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .atomic import sigterm_as_interrupt
+    from .bench import BenchOptions, bench as run_bench, check_options
+
+    options = BenchOptions(threads=threads, warmup=warmup, iterations=iterations, seconds=seconds, rounds=rounds,
+                           baseline=not no_baseline)
+    check_options(options)
+    if report_dir is not None:
+        from .bench.report import require_matplotlib
+
+        require_matplotlib()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with sigterm_as_interrupt(), Progress(*columns, console=_stderr(), transient=True) as bar:
+        task = bar.add_task("benchmarking", total=None)
+
+        def progress(label: str, done: int, total: int) -> None:
+            bar.update(task, description=f"round {done + 1}/{total}: {label}" if label else "", completed=done,
+                       total=total)
+
+        report = run_bench(paths, options, progress=progress)
+    doc = report.as_json()
+    if report_dir is not None:
+        from .bench.report import write_report
+
+        written = write_report(doc, report_dir)
+        if not as_json:
+            _stderr().print(f"wrote {', '.join(str(p) for p in written)}")
+    if as_json:
+        _emit_json(doc)
+    else:
+        _print_bench(doc)
+    err = _stderr()
+    for skipped in doc["skipped"]:
+        err.print(f"[yellow]skipped[/] {skipped['artifact']}: {skipped['reason']}", highlight=False, soft_wrap=True)
+    for failure in doc["failures"]:
+        err.print(f"[bold red]FAILED[/] {failure['artifact']}: {failure['error']}", highlight=False, soft_wrap=True)
+    if doc["failures"]:
+        sys.exit(1)
+
+
+def _print_bench(doc: dict) -> None:
+    from rich.table import Table
+
+    machine = doc["machine"]
+    peak = machine.get("fp32_gemm_peak_gflops")
+    table = Table(title=f"bench: {doc['settings']['threads']} thread(s) on {machine['processor']}"
+                        + (f"; fp32 GEMM peak {peak:.0f} GFLOP/s" if peak else ""))
+    for col in ("artifact", "runtime", "batch", "p50 ms", "p90 ms", "min ms", "img/s", "x eager", "load ms",
+                "first ms", "RSS MB", "GFLOP/s"):
+        table.add_column(col, overflow="fold")
+    for r in [*doc["baselines"], *doc["results"]]:
+        lat = r["latency_ms"]
+        name = r["artifact"] if r["target"] == "pytorch" else Path(r["artifact"]).name
+        table.add_row(name, r["runtime"], str(r["batch"]), f"{lat['p50']:.2f}", f"{lat['p90']:.2f}",
+                      f"{lat['min']:.2f}", f"{r['throughput_ips']:.1f}", _fmt(r["ratio_to_eager"], ".2f"),
+                      f"{r['load_ms']:.0f}", f"{r['first_inference_ms']:.1f}", f"{r['peak_rss_mb']:.0f}",
+                      f"{r['gflops']:.1f}")
+    _stdout().print(table)
 
 
 @cli.command("quantize-report")

@@ -60,6 +60,8 @@ class BackendResult:
 class Backend(Protocol):
     NAME: str
     SUFFIX: str
+    #: the modules ``load`` imports (the runtime itself), so a benchmark can import them before timing a load
+    RUNTIME_MODULES: tuple[str, ...]
 
     def is_available(self) -> bool: ...
 

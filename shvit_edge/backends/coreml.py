@@ -41,6 +41,8 @@ from .base import BackendResult, modules_available
 
 NAME = "coreml"
 SUFFIX = ".mlpackage"
+#: what ``load`` imports: a host benchmark imports it before timing the load
+RUNTIME_MODULES = ("coremltools",)
 
 #: --quantize modes that compress the converted model's weights (the computation stays float)
 WEIGHT_ONLY = ("int8-weights", "palettize-6", "palettize-4")

@@ -19,6 +19,8 @@ from .base import BackendResult, Runner, modules_available
 
 NAME = "executorch"
 SUFFIX = ".pte"
+#: what ``load`` imports: a host benchmark imports it before timing the load
+RUNTIME_MODULES = ("torch", "executorch.runtime")
 
 
 def is_available() -> bool:
@@ -154,11 +156,19 @@ def structural_problems(path, manifest) -> tuple[list[str], dict]:
 
 
 def load(path, manifest=None, threads: int | None = None):
-    """A runner through ``executorch.runtime`` (XNNPACK programs; the Core ML backend runs only on Apple)."""
+    """A runner through ``executorch.runtime`` (XNNPACK programs; the Core ML backend runs only on Apple).
+
+    ``threads`` sizes the process's XNNPACK threadpool, which ignores ``torch.set_num_threads`` (unset: its
+    default, one thread per core)."""
     import torch
 
     with quiet():
         from executorch.runtime import Runtime
+
+        if threads:
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+            _unsafe_reset_threadpool(threads)
 
         program = Runtime.get().load_program(Path(path))
         method = program.load_method("forward")

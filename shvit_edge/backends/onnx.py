@@ -12,6 +12,8 @@ from .base import BackendResult, Runner, modules_available
 
 NAME = "onnx"
 SUFFIX = ".onnx"
+#: what ``load`` imports: a host benchmark imports it before timing the load
+RUNTIME_MODULES = ("onnxruntime",)
 
 
 def is_available() -> bool:

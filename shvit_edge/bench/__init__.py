@@ -1,0 +1,345 @@
+"""Bench: host latency of artifacts in the runtimes that ship them, side by side with PyTorch eager.
+
+:func:`bench` is the library entry point behind ``shvit-edge bench``. Every candidate (each artifact, and per
+model configuration the fused PyTorch eager model as baseline) runs in a worker process of its own
+(:mod:`shvit_edge.bench.worker`), pinned to the same ``threads`` CPUs with each runtime's own thread setting at
+``threads``. The workers are started and loaded one after another, then timed in rounds that alternate between
+them, so a drift of the machine hits every candidate alike; latencies of all rounds are pooled. Absolute
+times on a shared machine drift by tens of percent between runs; ``ratio_to_eager``, measured in the same run,
+is the number that carries over.
+
+The result is one document (:meth:`BenchReport.as_json`) in the schema ``shvit_edge/schemas/bench.schema.json``,
+the one the device harnesses write too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import __version__
+from ..errors import UsageError
+
+SCHEMA_VERSION = 1
+#: the matrix size of the fp32 GEMM that measures the machine's peak (the roofline's ceiling)
+GEMM_SIZE = 1024
+#: timed inferences per candidate when neither --iterations nor --seconds is given
+DEFAULT_ITERATIONS = 50
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    threads: int = 1
+    warmup: int = 10
+    #: timed inferences per candidate, or instead ``seconds`` of them; both split evenly over ``rounds``
+    iterations: int | None = None
+    seconds: float | None = None
+    rounds: int = 5
+    baseline: bool = True
+
+    def per_round(self) -> dict:
+        if self.seconds is not None:
+            return {"run_seconds": self.seconds / self.rounds}
+        return {"run": max(1, -(-(self.iterations or DEFAULT_ITERATIONS) // self.rounds))}
+
+
+
+@dataclass
+class Candidate:
+    """One thing to time: an artifact (``manifest`` set) or the eager baseline of a model configuration."""
+
+    label: str
+    target: str
+    spec: dict
+    config: tuple
+    macs: int
+    batch: int
+    manifest: object = None
+    process: subprocess.Popen | None = None
+    ready: dict = field(default_factory=dict)
+    latencies: list = field(default_factory=list)
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    peak_rss_mb: float | None = None
+    error: str | None = None
+    log: object = None
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    machine: dict
+    settings: dict
+    baselines: tuple[dict, ...]
+    results: tuple[dict, ...]
+    skipped: tuple[dict, ...]
+    failures: tuple[dict, ...]
+
+    def as_json(self) -> dict:
+        return {"schema_version": SCHEMA_VERSION, "shvit_edge_version": __version__, "machine": self.machine,
+                "settings": self.settings, "baseline": self.baselines[0] if self.baselines else None,
+                "baselines": list(self.baselines), "results": list(self.results), "skipped": list(self.skipped),
+                "failures": list(self.failures)}
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def usable_cpus() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def check_options(options: BenchOptions) -> None:
+    cpus = usable_cpus()
+    if options.threads < 1 or options.threads > len(cpus):
+        raise UsageError(f"--threads must be between 1 and the {len(cpus)} CPUs this process may use, "
+                         f"got {options.threads}")
+    if options.iterations is not None and options.seconds is not None:
+        raise UsageError("give --iterations or --seconds, not both")
+    if options.iterations is not None and options.iterations < 1:
+        raise UsageError(f"--iterations must be at least 1, got {options.iterations}")
+    if options.seconds is not None and options.seconds <= 0:
+        raise UsageError(f"--seconds must be above 0, got {options.seconds}")
+    if options.warmup < 0:
+        raise UsageError(f"--warmup must be 0 or more, got {options.warmup}")
+    if options.rounds < 1:
+        raise UsageError(f"--rounds must be at least 1, got {options.rounds}")
+
+
+def _macs(variant: str, num_classes: int, resolution: tuple[int, int]) -> int:
+    """MACs of one image through the fused model (the work every runtime does, whatever it fuses)."""
+    from ..models.build import create_model
+    from ..models.reparam import reparameterize
+    from ..models.variants import count_macs
+
+    return count_macs(reparameterize(create_model(variant, num_classes=num_classes)), tuple(resolution))
+
+
+def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
+    """The candidates (artifacts, then one eager baseline per model configuration) and the artifacts skipped
+    (with why: a runtime this machine does not have)."""
+    from ..backends.base import get_backend, require
+    from ..manifest import manifest_path, read_manifest
+    from ..verify import find_artifacts
+
+    cpus = usable_cpus()[:options.threads]
+    artifacts = find_artifacts(paths)
+    macs: dict = {}
+    candidates, skipped, configs = [], [], {}
+    for path in artifacts:
+        manifest = read_manifest(manifest_path(path))
+        require(manifest.target)
+        backend = get_backend(manifest.target)
+        why_not = backend.cannot_run_here(path, manifest)
+        if why_not is None and manifest.inputs[0].dtype != "float32":
+            why_not = f"its input is {manifest.inputs[0].dtype}; bench feeds float32 tensors"
+        if why_not is not None:
+            skipped.append({"artifact": str(path), "target": manifest.target, "reason": why_not})
+            continue
+        h, w = manifest.resolution
+        config = (manifest.variant, manifest.num_classes, manifest.distillation, (h, w), manifest.batch)
+        key = (manifest.variant, manifest.num_classes, (h, w))
+        if key not in macs:
+            macs[key] = _macs(manifest.variant, manifest.num_classes, (h, w))
+        configs.setdefault(config, macs[key])
+        candidates.append(Candidate(label=str(path), target=manifest.target, config=config, macs=macs[key],
+                                    batch=manifest.batch, manifest=manifest,
+                                    spec={"kind": "artifact", "path": str(path), "threads": options.threads,
+                                          "cpus": cpus, "warmup": options.warmup}))
+    if options.baseline:
+        for config, config_macs in configs.items():
+            variant, num_classes, distillation, (h, w), batch = config
+            candidates.append(Candidate(
+                label=f"eager:{variant}@{h}x{w}" + (f"xb{batch}" if batch != 1 else ""), target="pytorch",
+                config=config, macs=config_macs, batch=batch,
+                spec={"kind": "eager", "variant": variant, "num_classes": num_classes,
+                      "distillation": distillation, "resolution": [h, w], "batch": batch,
+                      "threads": options.threads, "cpus": cpus, "warmup": options.warmup}))
+    return candidates, skipped
+
+
+class _Worker:
+    """The parent's end of one worker process."""
+
+    @staticmethod
+    def start(candidate: Candidate) -> None:
+        import tempfile
+
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # the worker's stderr (runtimes' logs) goes to a file: a pipe nobody reads would fill and block it
+        candidate.log = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+        candidate.process = subprocess.Popen(
+            [sys.executable, "-m", "shvit_edge.bench.worker", json.dumps(candidate.spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=candidate.log, text=True, env=env)
+
+    @staticmethod
+    def receive(candidate: Candidate) -> dict:
+        line = candidate.process.stdout.readline()
+        if not line:
+            candidate.process.wait()
+            candidate.log.seek(0)
+            tail = candidate.log.read()[-1500:].strip()
+            raise RuntimeError(f"the benchmark process ended (exit {candidate.process.returncode})"
+                               + (f": {tail.splitlines()[-1]}" if tail else ""))
+        return json.loads(line)
+
+    @staticmethod
+    def ask(candidate: Candidate, request: dict) -> dict:
+        candidate.process.stdin.write(json.dumps(request) + "\n")
+        candidate.process.stdin.flush()
+        return _Worker.receive(candidate)
+
+    @staticmethod
+    def stop(candidate: Candidate) -> None:
+        process = candidate.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for stream in (process.stdin, process.stdout, candidate.log):
+            if stream is not None:
+                stream.close()
+
+
+def _summary(candidate: Candidate, baseline_p50: float | None, threads: int, peak: float | None) -> dict:
+    import numpy as np
+
+    lat = np.asarray(candidate.latencies, dtype=np.float64)
+    p50 = float(np.percentile(lat, 50))
+    mean = float(lat.mean())
+    gflops = 2 * candidate.macs * candidate.batch / (p50 / 1e3) / 1e9
+    manifest = candidate.manifest
+    variant, _, _, (h, w), batch = candidate.config
+    doc = {
+        "artifact": candidate.label, "target": candidate.target, "runtime": candidate.ready["runtime"],
+        "threads": threads, "batch": batch,
+        "latency_ms": {"p50": round(p50, 4), "p90": round(float(np.percentile(lat, 90)), 4),
+                       "p99": round(float(np.percentile(lat, 99)), 4), "mean": round(mean, 4),
+                       "min": round(float(lat.min()), 4)},
+        "throughput_ips": round(batch / (mean / 1e3), 3),
+        "ratio_to_eager": None if baseline_p50 is None else round(p50 / baseline_p50, 4),
+        "load_ms": round(candidate.ready["load_ms"], 2),
+        "first_inference_ms": round(candidate.ready["first_inference_ms"], 3),
+        "peak_rss_mb": round(candidate.peak_rss_mb, 1),
+        "gflops": round(gflops, 2),
+        "variant": variant, "resolution": [h, w], "macs_per_image": candidate.macs,
+        "precision": manifest.precision if manifest is not None else "fp32",
+        "quantization": manifest.quantization.mode if manifest is not None and manifest.quantization else None,
+        "iterations": int(lat.size),
+        "cpu_utilization": round(candidate.cpu_seconds / candidate.wall_seconds, 3),
+        "affinity": candidate.ready.get("affinity"),
+    }
+    if peak:
+        doc["fraction_of_gemm_peak"] = round(gflops / peak, 3)
+    if manifest is not None:
+        doc["profile"] = manifest.profile
+        verification = manifest.verification or {}
+        for result in verification.get("results", []):
+            metrics = next(iter((result.get("metrics") or {}).values()), None)
+            if metrics:
+                doc["verify"] = {"status": result["status"], "cosine": metrics.get("cosine"),
+                                 "sqnr_db": metrics.get("sqnr_db"), "top1_agreement": metrics.get("top1_agreement")}
+                break
+    return doc
+
+
+def machine_info(threads: int) -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "machine": platform.machine(), "processor": _cpu_model(),
+            "python": platform.python_version(), "torch": torch.__version__.split("+")[0],
+            "cpus": os.cpu_count(), "usable_cpus": len(usable_cpus()), "threads": threads,
+            "cpu_set": usable_cpus()[:threads]}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def bench(paths, options: BenchOptions, progress: Progress | None = None) -> BenchReport:
+    """Time every artifact found in ``paths`` (and its eager baseline); see the module's docstring."""
+    check_options(options)
+    progress = progress or (lambda label, done, total: None)
+    candidates, skipped = plan(paths, options)
+    if not candidates:
+        raise UsageError("nothing to benchmark here: " + "; ".join(f"{s['artifact']}: {s['reason']}"
+                                                                  for s in skipped))
+    request = options.per_round()
+    try:
+        for candidate in candidates:  # one at a time, so load times do not compete
+            progress(f"loading {Path(candidate.label).name}", 0, options.rounds)
+            _Worker.start(candidate)
+            try:
+                reply = _Worker.receive(candidate)
+            except RuntimeError as exc:
+                candidate.error = str(exc)
+                continue
+            if "error" in reply:
+                candidate.error = reply["error"]
+            else:
+                candidate.ready = reply["ready"]
+        live = [c for c in candidates if c.error is None]
+        # the machine's fp32 GEMM rate, measured by a baseline worker (same CPUs and threads) in every round
+        gemm_worker = next((c for c in live if c.target == "pytorch"), None)
+        peak = None
+        for round_ in range(options.rounds):
+            for candidate in live:
+                if candidate.error is not None:
+                    continue
+                progress(Path(candidate.label).name, round_, options.rounds)
+                try:
+                    reply = _Worker.ask(candidate, request)
+                except (RuntimeError, OSError) as exc:
+                    candidate.error = str(exc)
+                    continue
+                candidate.latencies.extend(reply["latencies_ms"])
+                candidate.cpu_seconds += reply["cpu_seconds"]
+                candidate.wall_seconds += reply["wall_seconds"]
+                if candidate.target == "pytorch" and candidate is gemm_worker:  # the peak, once a round: best
+                    peak = max(peak or 0.0, _Worker.ask(candidate, {"gemm": GEMM_SIZE})["gflops"])
+        for candidate in live:
+            if candidate.error is not None:
+                continue
+            try:
+                candidate.peak_rss_mb = _Worker.ask(candidate, {"done": True})["peak_rss_mb"]
+            except (RuntimeError, OSError) as exc:
+                candidate.error = str(exc)
+    finally:
+        for candidate in candidates:
+            _Worker.stop(candidate)
+    baselines = {c.config: c for c in candidates if c.target == "pytorch" and c.error is None}
+    baseline_docs = [_summary(c, None, options.threads, peak) for c in baselines.values()]
+    for doc in baseline_docs:
+        doc["ratio_to_eager"] = 1.0
+    results = [_summary(c, _p50(baselines.get(c.config)), options.threads, peak)
+               for c in candidates if c.target != "pytorch" and c.error is None]
+    failures = [{"artifact": c.label, "target": c.target, "error": c.error} for c in candidates if c.error]
+    machine = machine_info(options.threads)
+    machine["fp32_gemm_peak_gflops"] = None if peak is None else round(peak, 2)
+    settings = {"threads": options.threads, "warmup": options.warmup, "rounds": options.rounds,
+                "iterations": None if options.seconds is not None else options.iterations or DEFAULT_ITERATIONS,
+                "seconds": options.seconds, "gemm_size": GEMM_SIZE}
+    return BenchReport(machine, settings, tuple(baseline_docs), tuple(results), tuple(skipped), tuple(failures))
+
+
+def _p50(candidate: Candidate | None) -> float | None:
+    import numpy as np
+
+    if candidate is None or not candidate.latencies:
+        return None
+    return float(np.percentile(np.asarray(candidate.latencies), 50))
+

@@ -1,0 +1,217 @@
+"""``bench --report DIR``: the results as ``report.md`` and ``report.html``, a table and plots people can read.
+
+The plots are matplotlib PNGs: written beside ``report.md`` (which links them) and embedded in ``report.html``
+(base64), so the page is one file that opens anywhere. Plots:
+
+- latency (p50, with p90 as a whisker) of every candidate, grouped by variant and resolution, one colour per
+  backend, the eager baseline included;
+- achieved GFLOP/s against the machine's fp32 GEMM peak (the roofline's ceiling);
+- for artifacts whose manifest records a verify result (quantized exports do): latency against the cosine of
+  their output to the fp32 model, the trade a quantization mode makes.
+
+Written atomically: the files appear together, or none of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+COLOURS = {"pytorch": "#7f7f7f", "executorch": "#1f77b4", "tflite": "#ff7f0e", "onnx": "#2ca02c",
+           "coreml": "#d62728"}
+FILES = ("report.md", "report.html", "latency.png", "roofline.png", "tradeoff.png")
+
+
+def require_matplotlib() -> None:
+    """The plots need the ``report`` extra; say so in one line, before a long benchmark runs."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        from ..backends.base import MissingExtraError
+
+        raise MissingExtraError("--report needs matplotlib: pip install 'shvit-edge[report]'")
+
+
+def _rows(doc: dict) -> list[dict]:
+    return [*doc.get("baselines", []), *doc["results"]]
+
+
+def _name(row: dict) -> str:
+    return Path(row["artifact"]).name if row["target"] != "pytorch" else "PyTorch eager (fused)"
+
+
+def _group(row: dict) -> str:
+    h, w = row.get("resolution") or ("?", "?")
+    return f"{row.get('variant', '?')} {h}x{w} b{row['batch']}"
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; and only for this figure's backend, set before pyplot is imported
+    import matplotlib.pyplot as plt
+
+    return plt, plt.subplots(figsize=(width, height), dpi=110)
+
+
+def _png(plt, fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def latency_plot(doc: dict) -> bytes:
+    rows = sorted(_rows(doc), key=lambda r: (_group(r), r["target"] != "pytorch", r["latency_ms"]["p50"]))
+    plt, (fig, ax) = _figure(9, 1.2 + 0.42 * len(rows))
+    labels = [f"{_group(r)} | {_name(r)}" for r in rows]
+    p50 = [r["latency_ms"]["p50"] for r in rows]
+    p90 = [r["latency_ms"]["p90"] for r in rows]
+    ax.barh(range(len(rows)), p50, color=[COLOURS.get(r["target"], "#9467bd") for r in rows],
+            xerr=[[0] * len(rows), [b - a for a, b in zip(p50, p90, strict=True)]], capsize=3)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    for i, r in enumerate(rows):
+        ratio = r.get("ratio_to_eager")
+        ax.text(p90[i], i, f"  {p50[i]:.2f} ms" + (f" ({ratio:.2f}x eager)" if ratio else ""), va="center",
+                fontsize=8)
+    ax.set_xlabel(f"latency per inference, ms (p50, whisker to p90), {doc['machine']['threads']} thread(s)")
+    ax.set_xlim(0, max(p90) * 1.45)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[t]) for t in COLOURS if any(r["target"] == t for r in rows)]
+    ax.legend(handles, [t for t in COLOURS if any(r["target"] == t for r in rows)], loc="lower right", fontsize=8)
+    ax.set_title("Latency by variant and backend")
+    return _png(plt, fig)
+
+
+def roofline_plot(doc: dict) -> bytes:
+    rows = _rows(doc)
+    plt, (fig, ax) = _figure(9, 1.2 + 0.42 * len(rows))
+    ax.barh(range(len(rows)), [r["gflops"] for r in rows], color=[COLOURS.get(r["target"], "#9467bd") for r in rows])
+    ax.set_yticks(range(len(rows)), [f"{_group(r)} | {_name(r)}" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    peak = doc["machine"].get("fp32_gemm_peak_gflops")
+    if peak:
+        ax.axvline(peak, color="black", linestyle="--", label=f"fp32 GEMM peak, {peak:.0f} GFLOP/s")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, max([peak or 0.0] + [r["gflops"] for r in rows]) * 1.15)
+    ax.set_xlabel("achieved GFLOP/s (2 x MACs x batch / p50)")
+    ax.set_title("Achieved throughput against the machine's fp32 GEMM peak")
+    return _png(plt, fig)
+
+
+def tradeoff_plot(doc: dict) -> bytes | None:
+    rows = [r for r in doc["results"] if (r.get("verify") or {}).get("cosine") is not None]
+    if not rows:
+        return None
+    plt, (fig, ax) = _figure(7, 4.5)
+    for r in rows:
+        ax.scatter(r["latency_ms"]["p50"], r["verify"]["cosine"], color=COLOURS.get(r["target"], "#9467bd"), s=40)
+        ax.annotate(f"{r['target']} {r.get('quantization') or r.get('precision')}",
+                    (r["latency_ms"]["p50"], r["verify"]["cosine"]), fontsize=8, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xlabel("latency p50, ms")
+    ax.set_ylabel("cosine to the fp32 model (verify)")
+    ax.set_title("Latency against accuracy of the verified artifacts")
+    return _png(plt, fig)
+
+
+def _table(doc: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["group", "artifact", "runtime", "p50 ms", "p90 ms", "p99 ms", "min ms", "img/s", "x eager",
+            "load ms", "first ms", "peak RSS MB", "GFLOP/s", "verify cosine"]
+    body = []
+    for r in _rows(doc):
+        lat = r["latency_ms"]
+        ratio = r.get("ratio_to_eager")
+        cosine = (r.get("verify") or {}).get("cosine")
+        body.append([_group(r), _name(r), r["runtime"], f"{lat['p50']:.2f}", f"{lat['p90']:.2f}",
+                     f"{lat['p99']:.2f}", f"{lat['min']:.2f}", f"{r['throughput_ips']:.1f}",
+                     "-" if ratio is None else f"{ratio:.2f}", f"{r['load_ms']:.0f}",
+                     f"{r['first_inference_ms']:.1f}", "-" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f}",
+                     f"{r['gflops']:.1f}", "-" if cosine is None else f"{cosine:.5f}"])
+    return head, body
+
+
+def _machine_line(doc: dict) -> str:
+    m, s = doc["machine"], doc.get("settings", {})
+    peak = m.get("fp32_gemm_peak_gflops")
+    amount = f"{s['seconds']} s" if s.get("seconds") else f"{s.get('iterations')} iterations"
+    return (f"{m.get('processor') or m.get('device', '?')}, {m.get('platform', '')}; {m['threads']} thread(s) on "
+            f"CPUs {m.get('cpu_set')}; {s.get('warmup')} warm-up, {amount} per candidate in {s.get('rounds')} "
+            "alternating rounds" + (f"; fp32 GEMM peak {peak:.1f} GFLOP/s" if peak else ""))
+
+
+def render_markdown(doc: dict, plots: dict[str, bytes]) -> str:
+    head, body = _table(doc)
+    lines = ["# shvit-edge bench", "", _machine_line(doc), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines.append("")
+    for item in doc.get("skipped", []):
+        lines.append(f"- skipped {item['artifact']}: {item['reason']}")
+    for item in doc.get("failures", []):
+        lines.append(f"- FAILED {item['artifact']}: {item['error']}")
+    lines.append("")
+    for name in plots:
+        lines += [f"![{name}]({name})", ""]
+    return "\n".join(lines)
+
+
+def render_html(doc: dict, plots: dict[str, bytes]) -> str:
+    head, body = _table(doc)
+    esc = html.escape
+    rows = "\n".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body)
+    notes = "".join(f"<li>skipped {esc(i['artifact'])}: {esc(i['reason'])}</li>" for i in doc.get("skipped", []))
+    notes += "".join(f"<li class='fail'>FAILED {esc(i['artifact'])}: {esc(i['error'])}</li>"
+                     for i in doc.get("failures", []))
+    images = "\n".join(
+        f'<figure><img id="plot-{Path(name).stem}" alt="{esc(name)}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"></figure>'
+        for name, png in plots.items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>shvit-edge bench</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+th {{ background: #f0f0f0; }} td:nth-child(-n+3) {{ text-align: left; }}
+figure {{ margin: 16px 0; }} img {{ max-width: 100%; border: 1px solid #ddd; }}
+.fail {{ color: #b00; }}
+</style></head>
+<body>
+<h1>shvit-edge bench</h1>
+<p id="machine">{esc(_machine_line(doc))}</p>
+<table id="results"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead>
+<tbody>
+{rows}
+</tbody></table>
+<ul>{notes}</ul>
+{images}
+</body></html>
+"""
+
+
+def write_report(doc: dict, out_dir) -> list[Path]:
+    """Write ``report.md``, ``report.html`` and the plot PNGs into ``out_dir``; the paths written."""
+    from ..atomic import atomic_outputs
+
+    require_matplotlib()
+    if not _rows(doc):
+        from ..errors import UsageError
+
+        raise UsageError("--report: no results to report")
+    plots = {"latency.png": latency_plot(doc), "roofline.png": roofline_plot(doc)}
+    tradeoff = tradeoff_plot(doc)
+    if tradeoff is not None:
+        plots["tradeoff.png"] = tradeoff
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "report.md", out / "report.html", *(out / name for name in plots)]
+    with atomic_outputs(*paths, overwrite=True) as temporaries:
+        temporaries[0].write_text(render_markdown(doc, plots), encoding="utf-8")
+        temporaries[1].write_text(render_html(doc, plots), encoding="utf-8")
+        for tmp, png in zip(temporaries[2:], plots.values(), strict=True):
+            tmp.write_bytes(png)
+    return paths
