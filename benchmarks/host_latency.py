@@ -63,7 +63,7 @@ def main() -> None:
         export_all(folder)
         report = bench([folder], BenchOptions(threads=args.threads, iterations=args.iterations, rounds=args.rounds,
                                               warmup=20),
-                       progress=lambda label, done, total: print(f"  round {done + 1}/{total}: {label}", flush=True))
+                       progress=lambda description, done, total: print(f"  {description}", flush=True))
     doc = report.as_json()
     for row in doc["results"]:  # the artifacts lived in a temporary folder: keep their names only
         row["artifact"] = Path(row["artifact"]).name

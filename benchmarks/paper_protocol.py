@@ -49,7 +49,7 @@ def main() -> None:
                 print(f"exported {variant} {artifact.path.name} in {time.perf_counter() - start:.0f} s", flush=True)
             folders.append(folder)
         report = bench(folders, BenchOptions(threads=1, iterations=args.iterations, rounds=args.rounds, warmup=2),
-                       progress=lambda label, done, total: print(f"  round {done + 1}/{total}: {label}", flush=True))
+                       progress=lambda description, done, total: print(f"  {description}", flush=True))
     doc = report.as_json()
     for row in doc["results"]:
         row["artifact"] = f"{row['variant']}/{Path(row['artifact']).name}"

@@ -359,9 +359,8 @@ def bench(paths, threads, warmup, iterations, seconds, rounds, no_baseline, repo
     with sigterm_as_interrupt(), Progress(*columns, console=_stderr(), transient=True) as bar:
         task = bar.add_task("benchmarking", total=None)
 
-        def progress(label: str, done: int, total: int) -> None:
-            bar.update(task, description=f"round {done + 1}/{total}: {label}" if label else "", completed=done,
-                       total=total)
+        def progress(description: str, done: int, total: int) -> None:
+            bar.update(task, description=description, completed=done, total=total)
 
         report = run_bench(paths, options, progress=progress)
     doc = report.as_json()

@@ -87,6 +87,7 @@ class BenchReport:
                 "failures": list(self.failures)}
 
 
+#: progress(what is happening, steps done, steps in this phase)
 Progress = Callable[[str, int, int], None]
 
 
@@ -157,7 +158,7 @@ def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
         for config, config_macs in configs.items():
             variant, num_classes, distillation, (h, w), batch = config
             candidates.append(Candidate(
-                label=f"eager:{variant}@{h}x{w}" + (f"xb{batch}" if batch != 1 else ""), target="pytorch",
+                label=f"eager:{variant}@{h}x{w}" + (f":b{batch}" if batch != 1 else ""), target="pytorch",
                 config=config, macs=config_macs, batch=batch,
                 spec={"kind": "eager", "variant": variant, "num_classes": num_classes,
                       "distillation": distillation, "resolution": [h, w], "batch": batch,
@@ -280,8 +281,8 @@ def bench(paths, options: BenchOptions, progress: Progress | None = None) -> Ben
                                                                   for s in skipped))
     request = options.per_round()
     try:
-        for candidate in candidates:  # one at a time, so load times do not compete
-            progress(f"loading {Path(candidate.label).name}", 0, options.rounds)
+        for i, candidate in enumerate(candidates):  # one at a time, so load times do not compete
+            progress(f"loading {_short(candidate)}", i, len(candidates))
             _Worker.start(candidate)
             try:
                 reply = _Worker.receive(candidate)
@@ -297,10 +298,11 @@ def bench(paths, options: BenchOptions, progress: Progress | None = None) -> Ben
         gemm_worker = next((c for c in live if c.target == "pytorch"), None)
         peak = None
         for round_ in range(options.rounds):
-            for candidate in live:
+            for i, candidate in enumerate(live):
                 if candidate.error is not None:
                     continue
-                progress(Path(candidate.label).name, round_, options.rounds)
+                progress(f"round {round_ + 1}/{options.rounds}: {_short(candidate)}", round_ * len(live) + i,
+                         options.rounds * len(live))
                 try:
                     reply = _Worker.ask(candidate, request)
                 except (RuntimeError, OSError) as exc:
@@ -309,7 +311,7 @@ def bench(paths, options: BenchOptions, progress: Progress | None = None) -> Ben
                 candidate.latencies.extend(reply["latencies_ms"])
                 candidate.cpu_seconds += reply["cpu_seconds"]
                 candidate.wall_seconds += reply["wall_seconds"]
-                if candidate.target == "pytorch" and candidate is gemm_worker:  # the peak, once a round: best
+                if candidate is gemm_worker:  # the GEMM peak, once a round: the best counts
                     peak = max(peak or 0.0, _Worker.ask(candidate, {"gemm": GEMM_SIZE})["gflops"])
         for candidate in live:
             if candidate.error is not None:
@@ -334,6 +336,10 @@ def bench(paths, options: BenchOptions, progress: Progress | None = None) -> Ben
                 "iterations": None if options.seconds is not None else options.iterations or DEFAULT_ITERATIONS,
                 "seconds": options.seconds, "gemm_size": GEMM_SIZE}
     return BenchReport(machine, settings, tuple(baseline_docs), tuple(results), tuple(skipped), tuple(failures))
+
+
+def _short(candidate: Candidate) -> str:
+    return candidate.label if candidate.target == "pytorch" else Path(candidate.label).name
 
 
 def _p50(candidate: Candidate | None) -> float | None:

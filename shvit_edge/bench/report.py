@@ -106,14 +106,16 @@ def tradeoff_plot(doc: dict) -> bytes | None:
     rows = [r for r in doc["results"] if (r.get("verify") or {}).get("cosine") is not None]
     if not rows:
         return None
-    plt, (fig, ax) = _figure(7, 4.5)
-    for r in rows:
-        ax.scatter(r["latency_ms"]["p50"], r["verify"]["cosine"], color=COLOURS.get(r["target"], "#9467bd"), s=40)
+    plt, (fig, ax) = _figure(7.5, 4.5)
+    for i, r in enumerate(sorted(rows, key=lambda r: r["latency_ms"]["p50"])):
+        distance = max(1.0 - r["verify"]["cosine"], 1e-9)  # fp32 artifacts sit at the floor
+        ax.scatter(r["latency_ms"]["p50"], distance, color=COLOURS.get(r["target"], "#9467bd"), s=40)
         ax.annotate(f"{r['target']} {r.get('quantization') or r.get('precision')}",
-                    (r["latency_ms"]["p50"], r["verify"]["cosine"]), fontsize=8, xytext=(4, 4),
+                    (r["latency_ms"]["p50"], distance), fontsize=8, xytext=(5, 6 if i % 2 else -11),
                     textcoords="offset points")
+    ax.set_yscale("log")
     ax.set_xlabel("latency p50, ms")
-    ax.set_ylabel("cosine to the fp32 model (verify)")
+    ax.set_ylabel("1 - cosine to the fp32 model (verify); lower is closer")
     ax.set_title("Latency against accuracy of the verified artifacts")
     return _png(plt, fig)
 
