@@ -181,3 +181,13 @@ def test_without_a_baseline_there_is_no_ratio(artifacts):
     assert doc["baseline"] is None and doc["baselines"] == []
     (row,) = doc["results"]
     assert row["ratio_to_eager"] is None and doc["machine"]["fp32_gemm_peak_gflops"] is None
+
+
+@pytest.mark.parametrize("iterations,rounds", [(7, 2), (3, 5), (50, 5)])
+def test_iterations_add_up_to_what_was_asked(iterations, rounds):
+    from shvit_edge.bench import BenchOptions
+
+    options = BenchOptions(iterations=iterations, rounds=rounds)
+    requests = [options.round_request(r) for r in range(rounds)]
+    assert sum(r["run"] for r in requests if r) == iterations
+    assert all(r is None or r["run"] >= 1 for r in requests)

@@ -43,11 +43,14 @@ class BenchOptions:
     rounds: int = 5
     baseline: bool = True
 
-    def per_round(self) -> dict:
+    def round_request(self, round_: int) -> dict | None:
+        """What a worker is asked for in round ``round_`` (None: nothing this round). Iterations are split so
+        they add up to exactly ``iterations``."""
         if self.seconds is not None:
             return {"run_seconds": self.seconds / self.rounds}
-        return {"run": max(1, -(-(self.iterations or DEFAULT_ITERATIONS) // self.rounds))}
-
+        total = self.iterations or DEFAULT_ITERATIONS
+        count = total // self.rounds + (1 if round_ < total % self.rounds else 0)
+        return {"run": count} if count else None
 
 
 @dataclass
@@ -279,7 +282,6 @@ def bench(paths, options: BenchOptions, progress: Progress | None = None) -> Ben
     if not candidates:
         raise UsageError("nothing to benchmark here: " + "; ".join(f"{s['artifact']}: {s['reason']}"
                                                                   for s in skipped))
-    request = options.per_round()
     try:
         for i, candidate in enumerate(candidates):  # one at a time, so load times do not compete
             progress(f"loading {_short(candidate)}", i, len(candidates))
@@ -298,8 +300,9 @@ def bench(paths, options: BenchOptions, progress: Progress | None = None) -> Ben
         gemm_worker = next((c for c in live if c.target == "pytorch"), None)
         peak = None
         for round_ in range(options.rounds):
+            request = options.round_request(round_)
             for i, candidate in enumerate(live):
-                if candidate.error is not None:
+                if candidate.error is not None or request is None:
                     continue
                 progress(f"round {round_ + 1}/{options.rounds}: {_short(candidate)}", round_ * len(live) + i,
                          options.rounds * len(live))
