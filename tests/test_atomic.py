@@ -136,7 +136,16 @@ def test_killing_a_parallel_export_stops_its_workers_and_leaves_nothing(tmp_path
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     assert not any(_running(w) for w in workers)
-    assert list(out.iterdir()) == []
+    # The interrupted target leaves nothing. ONNX, the worker's, can finish in the 8 s before the signal
+    # (5-7 s on a fast day here); a finished target stays, as with --target all, and then it is whole.
+    left = sorted(p.name for p in out.iterdir())
+    assert not [name for name in left if name.startswith(TMP_PREFIX)], left
+    assert "shvit_s1_224x224.tflite" not in left and "shvit_s1_224x224.tflite.json" not in left, left
+    assert left in ([], ["shvit_s1_224x224.onnx", "shvit_s1_224x224.onnx.json"]), left
+    if left:
+        from shvit_edge.manifest import read_manifest
+
+        assert read_manifest(out / left[1]).artifact.sha256 == sha256_of(out / left[0])
 
 
 def test_an_interrupt_a_library_swallowed_still_stops_the_publish(tmp_path):
