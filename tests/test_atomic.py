@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import child_pids, is_running
 from shvit_edge.atomic import TMP_PREFIX, atomic_outputs, remove_stale_temporaries, sha256_of
 
 
@@ -95,26 +96,6 @@ def test_killing_an_export_midway_leaves_no_artifact(tmp_path, sig, code):
     assert list(out.iterdir()) == []
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_killing_a_parallel_export_stops_its_workers_and_leaves_nothing(tmp_path, sig, code):
@@ -125,7 +106,7 @@ def test_killing_a_parallel_export_stops_its_workers_and_leaves_nothing(tmp_path
     deadline = time.monotonic() + 120
     workers: list[int] = []
     while proc.poll() is None and time.monotonic() < deadline:
-        workers = [c for c in _children(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+        workers = [c for c in child_pids(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
         if workers:
             break
         time.sleep(0.1)
@@ -135,7 +116,7 @@ def test_killing_a_parallel_export_stops_its_workers_and_leaves_nothing(tmp_path
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
-    assert not any(_running(w) for w in workers)
+    assert not any(is_running(w) for w in workers)
     # The interrupted target leaves nothing. ONNX, the worker's, can finish in the 8 s before the signal
     # (5-7 s on a fast day here); a finished target stays, as with --target all, and then it is whole.
     left = sorted(p.name for p in out.iterdir())

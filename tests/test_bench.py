@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import child_pids, is_running
 from shvit_edge.cli import cli
 
 SCHEMA = Path(__file__).resolve().parent.parent / "shvit_edge" / "schemas" / "bench.schema.json"
@@ -193,25 +194,6 @@ def test_iterations_add_up_to_what_was_asked(iterations, rounds):
     assert all(r is None or r["run"] >= 1 for r in requests)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_sigterm_mid_run_stops_every_worker_and_prints_nothing(artifacts):
     """A long bench ended by SIGTERM exits 143, prints no half document, and leaves no worker running."""
@@ -227,11 +209,11 @@ def test_sigterm_mid_run_stops_every_worker_and_prints_nothing(artifacts):
     deadline = time.monotonic() + 120
     while len(workers) < 2 and time.monotonic() < deadline:  # the artifact's and the eager baseline's
         time.sleep(0.5)
-        workers = [pid for pid in _children(proc.pid) if _running(pid)]
+        workers = [pid for pid in child_pids(proc.pid) if is_running(pid)]
     assert len(workers) == 2, "the two workers did not start"
     time.sleep(5)  # both loaded; the timed run is under way
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert out == "" and "Traceback" not in err
-    assert not [pid for pid in workers if _running(pid)]
+    assert not [pid for pid in workers if is_running(pid)]

@@ -155,7 +155,8 @@ def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
         configs.setdefault(config, macs[key])
         candidates.append(Candidate(label=str(path), target=manifest.target, config=config, macs=macs[key],
                                     batch=manifest.batch, manifest=manifest,
-                                    spec={"kind": "artifact", "path": str(path), "threads": options.threads,
+                                    spec={"kind": "artifact", "path": str(path), "target": manifest.target,
+                                          "threads": options.threads,
                                           "cpus": cpus, "warmup": options.warmup}))
     if options.baseline:
         for config, config_macs in configs.items():

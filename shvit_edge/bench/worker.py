@@ -46,10 +46,8 @@ def _import_runtime(spec: dict) -> None:
         importlib.import_module("torch")
         return
     from ..backends.base import get_backend
-    from ..manifest import manifest_path, read_manifest
 
-    backend = get_backend(read_manifest(manifest_path(Path(spec["path"]))).target)
-    for module in backend.RUNTIME_MODULES:
+    for module in get_backend(spec["target"]).RUNTIME_MODULES:
         importlib.import_module(module)
 
 
