@@ -1,8 +1,10 @@
 """Atomic outputs: write to a clearly named temporary beside the destination, rename when complete.
 
 An export that fails, or is interrupted (Ctrl-C; SIGTERM once :func:`sigterm_as_interrupt` is active), removes
-its temporary; after a SIGKILL the temporary (``.shvit-edge-tmp-<pid>-<name>``) stays until the next run in
-that folder calls :func:`remove_stale_temporaries`.
+its temporary; after a SIGKILL the temporary (``.shvit-edge-tmp-<pid>.<namespace>-<name>``) stays until the
+next run in that folder calls :func:`remove_stale_temporaries`. ``<namespace>`` names the host and PID
+namespace the pid belongs to: a pid is judged alive or dead only where it means something, so a folder shared
+between containers or machines never loses another's work in progress.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from pathlib import Path
 from typing import Iterator
 
 TMP_PREFIX = ".shvit-edge-tmp-"
-_TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-")
+_TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)(?:\.([0-9a-f]{12}))?-")
+#: a temporary of another host or PID namespace (or of an old version, without one) is removed only when it
+#: has not been touched for this long: its pid cannot be checked from here
+FOREIGN_STALE_SECONDS = 24 * 3600
 
 
 class Terminated(KeyboardInterrupt):
@@ -30,6 +35,23 @@ class Terminated(KeyboardInterrupt):
 _stop_requested: int | None = None
 
 
+def _namespace_id() -> str:
+    """12 hex digits naming this host's boot and this process's PID namespace (where a pid means one
+    process)."""
+    import socket
+
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(Path(source).read_text().strip() if "boot_id" in source else os.readlink(source))
+        except OSError:
+            parts.append("")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+_NAMESPACE = _namespace_id()
+
+
 def raise_on_signal(signum, frame) -> None:
     """Signal handler: remember the request, then raise Terminated (SIGTERM) or KeyboardInterrupt."""
     global _stop_requested
@@ -38,9 +60,14 @@ def raise_on_signal(signum, frame) -> None:
 
 
 def check_stop_requested() -> None:
-    """Raise again for a stop request whose exception a library swallowed."""
+    """Raise again for a stop request whose exception a library swallowed, or in a worker whose parent died
+    (it must never publish then)."""
+    from ._process import parent_alive
+
     if _stop_requested is not None:
         raise Terminated() if _stop_requested == signal.SIGTERM else KeyboardInterrupt()
+    if not parent_alive():
+        raise Terminated()
 
 
 def _remove(path: Path) -> None:
@@ -51,8 +78,39 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def temporary_path(final: Path) -> Path:
-    return final.parent / f"{TMP_PREFIX}{os.getpid()}-{final.name}"
+#: the longest file name most file systems take, in bytes
+_MAX_NAME_BYTES = 255
+
+
+def child_path(folder: Path, name: str, what: str = "artifact") -> Path:
+    """``folder / name`` for a ``name`` built from data (a profile's or variant's name, a label, anything read
+    from a file): refused with :class:`~shvit_edge.errors.UsageError` unless it is one plain file name, so
+    nothing is ever written outside ``folder``. Every artifact path is made here."""
+    from .errors import UsageError
+
+    problem = None
+    if not name or name in (".", ".."):
+        problem = "is empty or a folder reference"
+    elif "/" in name or "\\" in name or "\0" in name:
+        problem = "holds a path separator or NUL"
+    elif ".." in name:
+        problem = "holds '..'"
+    elif name.startswith(TMP_PREFIX):
+        problem = f"starts with {TMP_PREFIX}"
+    elif any(ord(c) < 32 for c in name):
+        problem = "holds a control character"
+    elif len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        problem = f"is longer than {_MAX_NAME_BYTES} bytes"
+    if problem is not None:
+        raise UsageError(f"the {what} name {name!r} {problem}: it must be a plain file name inside {folder}")
+    path = Path(folder) / name
+    if path.parent != Path(folder) or path.name != name:
+        raise UsageError(f"the {what} name {name!r} is not a plain file name inside {folder}")
+    return path
+
+
+def temporary_path(final: Path, tag: str = "") -> Path:
+    return final.parent / f"{TMP_PREFIX}{os.getpid()}.{_NAMESPACE}-{tag}{final.name}"
 
 
 @contextlib.contextmanager
@@ -86,7 +144,7 @@ def publish(tmp: Path, final: Path, overwrite: bool) -> None:
         if not overwrite:
             raise FileExistsError(final)
         if final.is_dir() and not final.is_symlink():
-            old = final.parent / f"{TMP_PREFIX}{os.getpid()}-old-{final.name}"
+            old = temporary_path(final, "old-")
             _remove(old)
             os.replace(final, old)
             os.replace(tmp, final)
@@ -96,13 +154,25 @@ def publish(tmp: Path, final: Path, overwrite: bool) -> None:
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove temporaries left in ``folder`` by runs that no longer exist (killed with SIGKILL)."""
+    """Remove temporaries left in ``folder`` by runs that no longer exist (killed with SIGKILL). A temporary
+    of another host or PID namespace is removed only once it is :data:`FOREIGN_STALE_SECONDS` old."""
+    import time
+
     removed = []
     if not Path(folder).is_dir():
         return removed
     for entry in Path(folder).iterdir():
         m = _TMP_RE.match(entry.name)
-        if m and not _alive(int(m.group(1))):
+        if not m:
+            continue
+        if m.group(2) == _NAMESPACE:
+            stale = not _alive(int(m.group(1)))
+        else:
+            try:
+                stale = time.time() - entry.lstat().st_mtime > FOREIGN_STALE_SECONDS
+            except OSError:
+                continue
+        if stale:
             _remove(entry)
             removed.append(entry)
     return removed
@@ -141,27 +211,65 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def sha256_of(path: Path) -> str:
-    """sha256 of a file; of a folder (an ``.mlpackage``): see :data:`FOLDER_SHA256_METHOD`."""
+    """sha256 of a regular file; of a folder (an ``.mlpackage``): see :data:`FOLDER_SHA256_METHOD`.
+
+    Anything else (a FIFO, a device, a folder holding one or a symlink) is refused with
+    :class:`~shvit_edge.errors.InputError`: reading it could hang, and it is no artifact."""
     path = Path(path)
     digest = hashlib.sha256()
     if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(file.relative_to(path).as_posix().encode("utf-8") + b"\0")
+        for relative, file in _folder_files(path):
+            name = relative.encode("utf-8")
+            digest.update(len(name).to_bytes(8, "big") + name + file.stat().st_size.to_bytes(8, "big"))
             _update_with_file(digest, file)
     else:
+        _require_regular(path)
         _update_with_file(digest, path)
     return digest.hexdigest()
 
 
 FILE_SHA256_METHOD = "sha256 of the file's bytes"
-FOLDER_SHA256_METHOD = ("sha256 over the folder's files in sorted relative-path order: for each file its "
-                        "POSIX relative path in UTF-8, a NUL byte, then its bytes")
+FOLDER_SHA256_METHOD = ("sha256 over the folder's files in sorted relative-path order, each framed: the 8-byte "
+                        "big-endian length of its POSIX relative path in UTF-8, the path, the 8-byte big-endian "
+                        "length of its bytes, then its bytes")
+#: the unframed folder digest of schema 1 (two files could be merged into one without changing it): refused
+LEGACY_FOLDER_SHA256_METHOD = ("sha256 over the folder's files in sorted relative-path order: for each file its "
+                               "POSIX relative path in UTF-8, a NUL byte, then its bytes")
+
+
+def _require_regular(path: Path) -> None:
+    import stat
+
+    from .errors import InputError
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path}: not a regular file (a device, FIFO or socket is no artifact)")
+
+
+def _folder_files(folder: Path) -> list[tuple[str, Path]]:
+    """(POSIX relative path, path) of every file under ``folder``, sorted; a symlink or any other non-regular
+    entry is refused, so nothing outside the folder or unreadable is ever hashed."""
+    from .errors import InputError
+
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            entry = Path(root) / name
+            if entry.is_symlink() or not (entry.is_dir() if name in dirs else entry.is_file()):
+                raise InputError(f"{folder}: holds {entry.relative_to(folder).as_posix()}, which is not a regular "
+                                 "file or folder (a symlink, FIFO or device is no part of an artifact)")
+        found.extend((Path(root, f).relative_to(folder).as_posix(), Path(root, f)) for f in files)
+    return sorted(found)
 
 
 def size_of(path: Path) -> int:
     path = Path(path)
     if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return sum(file.stat().st_size for _, file in _folder_files(path))
     return path.stat().st_size
 
 

@@ -15,6 +15,8 @@ import click
 
 from . import __version__
 from .bench import DEFAULT_ITERATIONS as BENCH_ITERATIONS
+from .bounds import (BATCH, CALIBRATION_SAMPLES, COSINE, FRACTION, ITERATIONS, JOBS, LAYER_COUNT, MAX_ABS, ROUNDS,
+                     SAMPLES, SECONDS, SEED, SQNR_DB, THREADS, WARMUP)
 from .errors import ShvitEdgeError, UsageError
 
 
@@ -70,6 +72,21 @@ def checkpoint_options(func):
                         help="The variant you expect (shvit_s1..shvit_s4); detected from the shapes if omitted, "
                              "an error if the checkpoint disagrees.")(func)
     return func
+
+
+def _plain(value) -> str:
+    """``value`` as text for a rich string that has markup: data (paths, names, messages) never is markup (a
+    path holding ``[/x]`` would crash rich, and ``models[v1.0]`` would lose its brackets)."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
+def _cell(value):
+    """A table cell holding data, shown verbatim."""
+    from rich.text import Text
+
+    return Text(str(value))
 
 
 def _emit_json(doc) -> None:
@@ -130,11 +147,11 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
         return
     from rich.table import Table
 
-    table = Table(title=f"checkpoint {checkpoint}", show_header=False)
+    table = Table(title=f"checkpoint {_plain(checkpoint)}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in info.items():
-        table.add_row(key, str(value))
+        table.add_row(_cell(key), _cell(value))
     _stdout().print(table)
 
 
@@ -146,7 +163,7 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
 @checkpoint_options
 @click.option("--resolution", default=None, metavar="N|HxW",
               help="Input size (default: the variant's, 224; S4 256). Multiples of 16, at least 64.")
-@click.option("--batch", default=1, show_default=True, type=int, help="Batch size baked into the artifact.")
+@click.option("--batch", default=1, show_default=True, type=BATCH.click(), help="Batch size baked into the artifact.")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
@@ -161,7 +178,7 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
 @click.option("--dynamic-batch", is_flag=True, help="ONNX: a dynamic batch dimension.")
 @click.option("--labels", "labels_file", default=None, metavar="FILE",
               help="Class labels, one per line (default: ImageNet-1k names for 1000 classes, else indices).")
-@click.option("--seed", default=0, show_default=True, type=int,
+@click.option("--seed", default=0, show_default=True, type=SEED.click(),
               help="Seed of the untrained weights when no checkpoint is given.")
 @click.option("--quantize", default=None, metavar="MODE",
               help="Quantize with the backend's own tooling. ExecuTorch: int8 (static, calibrated), "
@@ -171,7 +188,7 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
 @click.option("--calibration", default=None, metavar="DIR|random",
               help="Calibration images for a calibrated mode (the first --calibration-samples by name), or "
                    "random inputs (only for trying things out: warns).")
-@click.option("--calibration-samples", default=32, show_default=True, type=int,
+@click.option("--calibration-samples", default=32, show_default=True, type=CALIBRATION_SAMPLES.click(),
               help="How many calibration inputs.")
 @click.option("--keep-float", "keep_float", multiple=True, metavar="LAYER",
               help="Leave this deploy-model layer in float when quantizing (repeat it; names as "
@@ -218,11 +235,11 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
                       "real images. Pass --calibration DIR for an artifact to ship.[/]")
         with err.status("exporting ...", spinner="dots") as status:
             report = run_export(source, profiles, options, out_dir, force=force,
-                                progress=lambda message: status.update(message), jobs=jobs)
+                                progress=lambda message: status.update(_plain(message)), jobs=jobs)
             checks = []
             if quantize and not no_verify and report.artifacts:
                 checks = _verify_quantized(report.artifacts, verify_images or _image_folder(calibration),
-                                           lambda message: status.update(message))
+                                           lambda message: status.update(_plain(message)))
     if as_json:
         doc = {"artifacts": [a.as_json() for a in report.artifacts],
                "failures": [{"target": f.target, "profile": f.profile, "error": f.message}
@@ -238,18 +255,19 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
         for col in ("target", "profile", "path", "size", "seconds"):
             table.add_column(col, overflow="fold")
         for a in report.artifacts:
-            table.add_row(a.target, a.profile, str(a.path), f"{a.size_bytes / 1e6:.1f} MB", f"{a.seconds:.1f}")
+            table.add_row(_cell(a.target), _cell(a.profile), _cell(a.path), f"{a.size_bytes / 1e6:.1f} MB",
+                          f"{a.seconds:.1f}")
         _stdout().print(table)
     for failure in report.failures:
-        err.print(f"[bold red]FAILED[/] {failure.target} ({failure.profile}): {failure.message}",
-                  markup=True, highlight=False)
+        err.print(f"[bold red]FAILED[/] {_plain(failure.target)} ({_plain(failure.profile)}): "
+                  f"{_plain(failure.message)}", markup=True, highlight=False)
     for check in checks:
         m = next(iter(check.metrics.values()), {})
         summary = (f"cosine {m['cosine']:.5f}, SQNR {m['sqnr_db']:.1f} dB, top-1 agreement "
                    f"{m['top1_agreement']:.2f} ({check.tolerances['class']} tolerances)" if m else check.reason)
         colour = {"pass": "green", "fail": "bold red"}.get(check.status, "yellow")
-        err.print(f"[{colour}]verify {check.status}[/] {Path(check.artifact).name} against fp32: {summary}",
-                  markup=True, highlight=False)
+        err.print(f"[{colour}]verify {check.status}[/] {_plain(Path(check.artifact).name)} against fp32: "
+                  f"{_plain(summary)}", markup=True, highlight=False)
     if report.failures or any(c.status == "fail" for c in checks):
         sys.exit(1)
 
@@ -266,47 +284,63 @@ def _verify_quantized(artifacts, images: str | None, progress):
     return run_verify([a.path for a in artifacts], options, progress=progress)
 
 
+# the verify options' declared ranges (shvit_edge/bounds.py): NaN, infinities and values outside are exit 2
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--checkpoint", default=None, metavar="FILE",
-              help="Reference checkpoint (default: the one each manifest names).")
+              help="Reference checkpoint (default: the one each manifest names, read weights-only).")
 @click.option("--trust-checkpoint", is_flag=True,
-              help="Allow arbitrary pickled objects in the checkpoint. This runs code from the file: only for "
-                   "files you trust.")
+              help="Allow arbitrary pickled objects in the --checkpoint FILE (only that one: a checkpoint a "
+                   "manifest names is always read weights-only). This runs code from the file: only for files "
+                   "you trust.")
 @click.option("--images", default=None, metavar="DIR",
               help="A folder of JPEG/PNG images, preprocessed as each manifest says.")
-@click.option("--samples", default=8, show_default=True, type=int,
-              help="Seeded random inputs besides the images (0: images only).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
-@click.option("--min-cosine", "cosine", type=float, default=None,
-              help="Override the profile's minimum cosine similarity.")
-@click.option("--max-abs", "max_abs", type=float, default=None,
-              help="Override the profile's largest absolute difference.")
-@click.option("--min-top1", "top1_agreement", type=float, default=None,
-              help="Override the profile's minimum top-1 agreement (0..1).")
-@click.option("--min-sqnr", "sqnr_db", type=float, default=None, metavar="DB",
-              help="Also require this SQNR in dB (or override the profile's).")
-@click.option("--threads", type=int, default=None, help="Threads of each runtime (default: the runtime's).")
+@click.option("--samples", default=8, show_default=True, type=SAMPLES.click(),
+              help=f"Seeded random inputs besides the images (0: images only; {SAMPLES.describe()}).")
+@click.option("--seed", default=0, show_default=True, type=SEED.click(),
+              help="Seed of the random inputs (0 to 2**32 - 1).")
+@click.option("--min-cosine", "cosine", type=COSINE.click(), default=None,
+              help="Override the minimum cosine similarity the artifact's manifest (or profile) sets.")
+@click.option("--max-abs", "max_abs", type=MAX_ABS.click(), default=None,
+              help="Override the largest absolute difference.")
+@click.option("--min-top1", "top1_agreement", type=FRACTION.click(), default=None,
+              help="Override the minimum top-1 agreement (0..1).")
+@click.option("--min-sqnr", "sqnr_db", type=SQNR_DB.click(), default=None, metavar="DB",
+              help="Also require this SQNR in dB (or override the manifest's).")
+@click.option("--threads", type=THREADS.click(), default=None,
+              help="Threads of each runtime (default: the runtime's).")
 @json_option
 def verify(paths, checkpoint, trust_checkpoint, images, samples, seed, cosine, max_abs, top1_agreement, sqnr_db,
            threads, as_json):
     """Run each artifact in its runtime and compare it with the PyTorch model it came from.
 
-    PATH is an artifact or a folder of artifacts. Exit 0 when every result passes or is skipped (Core ML off
-    Apple hardware), 1 when any fails, 2 for usage or input errors."""
-    from .atomic import sigterm_as_interrupt
-    from .verify import FAIL, VerifyOptions, verify as run_verify
+    PATH is an artifact or a folder of artifacts. Each artifact runs in a process of its own, so one that
+    crashes its runtime fails alone. Exit 0 when every result passes or is skipped (Core ML off Apple hardware),
+    1 when any fails, 2 for usage or input errors. A manifest that cannot be updated with the result (a
+    read-only folder) is a warning: the results are printed and decide the exit code."""
+    from rich.text import Text
 
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {threads}")
+    from .atomic import sigterm_as_interrupt
+    from .verify import FAIL, VerifyOptions, check_options, verify as run_verify
+
     overrides = {k: v for k, v in (("cosine", cosine), ("max_abs", max_abs), ("top1_agreement", top1_agreement),
                                    ("sqnr_db", sqnr_db)) if v is not None}
     options = VerifyOptions(images=images, samples=samples, seed=seed, checkpoint=checkpoint,
                             trust_checkpoint=trust_checkpoint, overrides=overrides, threads=threads)
-    with sigterm_as_interrupt(), _stderr().status("verifying ...", spinner="dots") as status:
-        results = run_verify(paths, options, progress=lambda message: status.update(message))
+    check_options(options)
+    err = _stderr()
+    if trust_checkpoint:
+        err.print(Text(f"WARNING: --trust-checkpoint: {checkpoint} is loaded with arbitrary pickled objects "
+                       "allowed (it can run code); checkpoints named by manifests are not.", style="bold yellow"))
+    warnings: list[str] = []
+    with sigterm_as_interrupt(), err.status("verifying ...", spinner="dots") as status:
+        # data (paths, reasons) never goes through rich markup: a path holding "[/x]" would crash it
+        results = run_verify(paths, options, progress=lambda message: status.update(Text(message)),
+                             warn=warnings.append)
     if as_json:
-        _emit_json({"results": [r.as_json() for r in results]})
+        _emit_json({"results": [r.as_json() for r in results], "warnings": warnings})
     else:
         from rich.table import Table
 
@@ -318,21 +352,28 @@ def verify(paths, checkpoint, trust_checkpoint, images, samples, seed, cosine, m
             m = next(iter(r.metrics.values()), {})
             cells = [_fmt(m.get("cosine"), ".6f"), _fmt(m.get("max_abs"), ".2e"), _fmt(m.get("sqnr_db"), ".1f"),
                      _fmt(m.get("top1_agreement"), ".3f"), _fmt(m.get("top5_overlap"), ".3f")]
-            table.add_row(r.artifact, r.runtime, f"[{colours[r.status]}]{r.status}[/]", *cells, r.reason)
+            table.add_row(Text(r.artifact), Text(r.runtime), Text(r.status, style=colours.get(r.status, "")),
+                          *map(Text, cells), Text(r.reason))
         _stdout().print(table)
+    for warning in warnings:
+        err.print(Text(f"WARNING: {warning}", style="bold yellow"))
     if any(r.status == FAIL for r in results):
         sys.exit(1)
 
 
+# the bench options' declared ranges (shvit_edge/bounds.py): NaN, infinities and values outside are exit 2
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--threads", type=int, default=1, show_default=True,
+@click.option("--threads", type=THREADS.click(), default=1, show_default=True,
               help="Threads of every runtime and of the eager baseline; each runs pinned to that many CPUs.")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed inferences after the first.")
-@click.option("--iterations", type=int, default=None,
+@click.option("--warmup", type=WARMUP.click(), default=10, show_default=True,
+              help="Untimed inferences after the first.")
+@click.option("--iterations", type=ITERATIONS.click(), default=None,
               help=f"Timed inferences per candidate (default {BENCH_ITERATIONS}).")
-@click.option("--seconds", type=float, default=None, help="Time each candidate for this long instead.")
-@click.option("--rounds", type=int, default=5, show_default=True,
+@click.option("--seconds", type=SECONDS.click(), default=None, help="Time each candidate for this long instead.")
+@click.option("--rounds", type=ROUNDS.click(), default=5, show_default=True,
               help="The timed inferences are split into this many rounds that alternate between candidates.")
 @click.option("--no-baseline", is_flag=True, help="Skip the PyTorch eager baseline (no ratio_to_eager).")
 @click.option("--report", "report_dir", default=None, metavar="DIR",
@@ -342,8 +383,13 @@ def bench(paths, threads, warmup, iterations, seconds, rounds, no_baseline, repo
     """Host latency of each artifact in the runtime that ships it, side by side with PyTorch eager.
 
     PATH is an artifact or a folder of artifacts. Each candidate runs in its own process pinned to --threads
-    CPUs; rounds alternate between candidates. Exit 1 when a candidate failed to run."""
+    CPUs; rounds alternate between candidates. The results (table or --json) are printed first, then the
+    skipped and failed candidates, then the --report outcome. Exit 1 when a candidate failed to run; exit 2 for
+    a bad option, an input that cannot be used, or a --report that cannot be written (checked before the run;
+    a write that fails anyway after it still prints the results first)."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
     from .atomic import sigterm_as_interrupt
     from .bench import BenchOptions, bench as run_bench, check_options
@@ -352,54 +398,70 @@ def bench(paths, threads, warmup, iterations, seconds, rounds, no_baseline, repo
                            baseline=not no_baseline)
     check_options(options)
     if report_dir is not None:
-        from .bench.report import require_matplotlib
+        from .bench.report import check_report_dir, require_matplotlib
 
         require_matplotlib()
+        check_report_dir(report_dir)  # before the benchmark: a bad --report costs no run
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with sigterm_as_interrupt(), Progress(*columns, console=_stderr(), transient=True) as bar:
         task = bar.add_task("benchmarking", total=None)
 
-        def progress(description: str, done: int, total: int) -> None:
-            bar.update(task, description=description, completed=done, total=total)
+        def progress(description: str, done: int, total: int) -> None:  # a path is data, never rich markup
+            bar.update(task, description=escape(description), completed=done, total=total)
 
         report = run_bench(paths, options, progress=progress)
     doc = report.as_json()
-    if report_dir is not None:
-        from .bench.report import write_report
-
-        written = write_report(doc, report_dir)
-        if not as_json:
-            _stderr().print(f"wrote {', '.join(str(p) for p in written)}")
+    # the results first, whatever happens to the report afterwards
     if as_json:
         _emit_json(doc)
     else:
         _print_bench(doc)
     err = _stderr()
     for skipped in doc["skipped"]:
-        err.print(f"[yellow]skipped[/] {skipped['artifact']}: {skipped['reason']}", highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("skipped", "yellow"), f" {skipped['artifact']}: {skipped['reason']}"),
+                  highlight=False, soft_wrap=True)
     for failure in doc["failures"]:
-        err.print(f"[bold red]FAILED[/] {failure['artifact']}: {failure['error']}", highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("FAILED", "bold red"), f" {failure['artifact']}: {failure['error']}"),
+                  highlight=False, soft_wrap=True)
+    if report_dir is not None:
+        from .bench.report import write_report
+
+        try:
+            written = write_report(doc, report_dir)
+        except (OSError, ShvitEdgeError) as exc:  # the results are printed above: say why, no traceback
+            why = str(exc) if isinstance(exc, ShvitEdgeError) else \
+                f"--report {report_dir}: the report was not written ({exc})"
+            err.print(Text(f"Error: {why}"), highlight=False, soft_wrap=True)
+            sys.exit(2)
+        if not as_json:
+            err.print(Text(f"wrote {', '.join(str(p) for p in written)}"), highlight=False, soft_wrap=True)
     if doc["failures"]:
         sys.exit(1)
 
 
 def _print_bench(doc: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     machine = doc["machine"]
     peak = machine.get("fp32_gemm_peak_gflops")
-    table = Table(title=f"bench: {doc['settings']['threads']} thread(s) on {machine['processor']}"
-                        + (f"; fp32 GEMM peak {peak:.0f} GFLOP/s" if peak else ""))
+    title = Text(f"bench: {doc['settings']['threads']} thread(s) on {machine['processor']}"
+                 + (f"; fp32 GEMM peak {peak:.0f} GFLOP/s" if peak else ""))
+    rows = [*doc["baselines"], *doc["results"]]
+    if not rows:
+        _stdout().print(Text.assemble(title, ": no results (every candidate failed or was skipped)"))
+        return
+    table = Table(title=title)
     for col in ("artifact", "runtime", "batch", "p50 ms", "p90 ms", "min ms", "img/s", "x eager", "load ms",
                 "first ms", "RSS MB", "GFLOP/s"):
         table.add_column(col, overflow="fold")
-    for r in [*doc["baselines"], *doc["results"]]:
+    for r in rows:
         lat = r["latency_ms"]
         name = r["artifact"] if r["target"] == "pytorch" else Path(r["artifact"]).name
-        table.add_row(name, r["runtime"], str(r["batch"]), f"{lat['p50']:.2f}", f"{lat['p90']:.2f}",
-                      f"{lat['min']:.2f}", f"{r['throughput_ips']:.1f}", _fmt(r["ratio_to_eager"], ".2f"),
-                      f"{r['load_ms']:.0f}", f"{r['first_inference_ms']:.1f}", f"{r['peak_rss_mb']:.0f}",
-                      f"{r['gflops']:.1f}")
+        cells = (name, r["runtime"], str(r["batch"]), f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['min']:.2f}",
+                 f"{r['throughput_ips']:.1f}", _fmt(r["ratio_to_eager"], ".2f"), f"{r['load_ms']:.0f}",
+                 f"{r['first_inference_ms']:.1f}", _fmt(r["peak_rss_mb"], ".0f"), f"{r['gflops']:.1f}")
+        table.add_row(*(Text(cell) for cell in cells))  # names and runtimes are data, never rich markup
     _stdout().print(table)
 
 
@@ -412,17 +474,21 @@ def _print_bench(doc: dict) -> None:
 @click.option("--quantize", required=True, metavar="MODE", help="The --quantize mode to measure.")
 @click.option("--calibration", default=None, metavar="DIR|random",
               help="Calibration images for a calibrated mode, as for export.")
-@click.option("--calibration-samples", default=32, show_default=True, type=int, help="How many calibration inputs.")
+@click.option("--calibration-samples", default=32, show_default=True, type=CALIBRATION_SAMPLES.click(),
+              help="How many calibration inputs.")
 @click.option("--images", default=None, metavar="DIR",
               help="Images to measure on (default: the --calibration folder, if it is one).")
-@click.option("--samples", default=0, show_default=True, type=int, help="Seeded random inputs besides the images.")
+@click.option("--samples", default=0, show_default=True, type=SAMPLES.click(),
+              help="Seeded random inputs besides the images.")
 @click.option("--resolution", default=None, metavar="N|HxW", help="Input size (default: the variant's).")
-@click.option("--keep", default=3, show_default=True, type=int,
+@click.option("--keep", default=3, show_default=True, type=LAYER_COUNT.click(),
               help="How many of the worst layers the report keeps in float to measure the gain.")
 @click.option("--no-validate", "no_validate", is_flag=True,
               help="Simulate only; do not export and verify the artifact with and without the worst layers.")
-@click.option("--show", default=15, show_default=True, type=int, help="Layers listed in the table (all with --json).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of untrained weights and random inputs.")
+@click.option("--show", default=15, show_default=True, type=LAYER_COUNT.click(),
+              help="Layers listed in the table (all with --json).")
+@click.option("--seed", default=0, show_default=True, type=SEED.click(),
+              help="Seed of untrained weights and random inputs.")
 @json_option
 def quantize_report(target, checkpoint, variant, use_ema, trust_checkpoint, quantize, calibration,
                     calibration_samples, images, samples, resolution, keep, no_validate, show, seed, as_json):
@@ -449,7 +515,7 @@ def quantize_report(target, checkpoint, variant, use_ema, trust_checkpoint, quan
                                 quantize=quantize, calibration=calibration, calibration_samples=calibration_samples)
         with err.status("measuring ...", spinner="dots") as status:
             result = run_report(source, profiles[0], options, images=images, samples=samples, keep=keep,
-                                validate=not no_validate, seed=seed, progress=lambda m: status.update(m))
+                                validate=not no_validate, seed=seed, progress=lambda m: status.update(_plain(m)))
     if as_json:
         _emit_json(result.as_json())
         return
@@ -461,16 +527,17 @@ def quantize_report(target, checkpoint, variant, use_ema, trust_checkpoint, quan
                          ("noise share", "right")):
         table.add_column(col, justify=justify)
     for c in result.layers[:max(show, 0)]:
-        table.add_row(c.layer, c.kind, f"{c.params:,}", f"{c.sqnr_db:.1f}", f"{c.noise_share:.1%}")
+        table.add_row(_cell(c.layer), _cell(c.kind), f"{c.params:,}", f"{c.sqnr_db:.1f}", f"{c.noise_share:.1%}")
     out = _stdout()
     out.print(table)
     out.print(f"simulated, every layer quantized: {result.simulated_sqnr_db:.1f} dB; "
-              f"with {', '.join(result.keep)} in float: {result.simulated_sqnr_keep_db:.1f} dB")
+              f"with {', '.join(result.keep)} in float: {result.simulated_sqnr_keep_db:.1f} dB", markup=False)
     if result.validation is not None:
         v = result.validation
         out.print(f"measured on the {result.target} artifact: {_fmt(v['sqnr_db'], '.1f')} dB; with "
-                  f"--keep-float {' --keep-float '.join(result.keep)}: {_fmt(v['sqnr_keep_db'], '.1f')} dB")
-    out.print(result.verdict, highlight=False)
+                  f"--keep-float {' --keep-float '.join(result.keep)}: {_fmt(v['sqnr_keep_db'], '.1f')} dB",
+                  markup=False)
+    out.print(result.verdict, highlight=False, markup=False)
 
 
 def _fmt(value, spec: str) -> str:
@@ -481,14 +548,12 @@ def _jobs(value: str) -> int:
     from .export import usable_cpus
 
     if value == "auto":
-        return usable_cpus()
+        return min(usable_cpus(), JOBS.hi)
     try:
         jobs = int(value)
     except ValueError:
-        jobs = 0
-    if jobs < 1:
-        raise UsageError(f"--jobs must be a positive number or auto, got {value!r}")
-    return jobs
+        raise UsageError(f"--jobs must be a whole number or auto, got {value!r}") from None
+    return JOBS.check("--jobs", jobs)
 
 
 def main(argv=None) -> None:

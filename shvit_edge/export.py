@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, atomic_outputs, check_stop_requested,
+from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, atomic_outputs, check_stop_requested, child_path,
                      remove_stale_temporaries, sha256_of, size_of)
+from .bounds import BATCH, CALIBRATION_SAMPLES, JOBS, SEED
 from .errors import InputError, ShvitEdgeError, UsageError
-from .manifest import ArtifactRef, CheckpointRef, Manifest, Preprocessing, manifest_path
+from .manifest import SCHEMA_VERSION, ArtifactRef, CheckpointRef, Manifest, Preprocessing, manifest_path
 from .quantize import CALIBRATED, check_keep_float, check_mode
 from .targets import BACKENDS, DEFAULT_PROFILES, TargetProfile, resolve_target
 
@@ -225,11 +226,14 @@ def load_source(*, variant: str | None, checkpoint: str | None, use_ema: bool = 
 
     if checkpoint is None and variant is None:
         raise UsageError("give --variant, --checkpoint or both")
+    SEED.check("--seed", seed)
     if checkpoint is not None:
         loaded = load_checkpoint(checkpoint, variant=variant, use_ema=use_ema, trust_checkpoint=trust_checkpoint)
         model, name, num_classes, distillation = loaded.model, loaded.variant, loaded.num_classes, \
             loaded.distillation
-        ref = CheckpointRef(path=str(checkpoint), sha256=loaded.sha256, layout=loaded.layout, use_ema=use_ema)
+        # resolved: a manifest's relative path would mean another file from another folder
+        ref = CheckpointRef(path=str(Path(checkpoint).resolve()), sha256=loaded.sha256, layout=loaded.layout,
+                            use_ema=use_ema)
         untrained = False
     else:
         if use_ema:
@@ -248,6 +252,8 @@ def load_source(*, variant: str | None, checkpoint: str | None, use_ema: bool = 
 def _labels(labels_file: str | None, num_classes: int) -> tuple[tuple[str, ...], str]:
     if labels_file is not None:
         path = Path(labels_file)
+        if path.exists() and not path.is_file():  # a FIFO would block the read, a device never end it
+            raise InputError(f"{path}: not a regular file (--labels takes a text file, one label per line)")
         try:
             lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
         except (OSError, UnicodeDecodeError) as exc:
@@ -292,8 +298,10 @@ def artifact_name(variant: str, profile: TargetProfile, options: ExportOptions, 
 
 
 def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> None:
-    if options.batch < 1:
-        raise UsageError(f"--batch must be at least 1, got {options.batch}")
+    BATCH.check("--batch", options.batch)
+    from .models.variants import parse_resolution
+
+    parse_resolution(options.resolution)
     backends = {p.backend for p in profiles}
     if options.layout not in LAYOUTS:
         raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}")
@@ -330,12 +338,11 @@ def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> Non
         if options.quantize not in CALIBRATED:
             raise UsageError("--calibration applies to a calibrated --quantize mode "
                              f"({', '.join(CALIBRATED)})")
-        if options.calibration_samples < 1:
-            raise UsageError(f"--calibration-samples must be at least 1, got {options.calibration_samples}")
+        CALIBRATION_SAMPLES.check("--calibration-samples", options.calibration_samples)
         if options.calibration != "random":
             from .images import list_images
 
-            list_images(options.calibration, "--calibration")
+            list_images(options.calibration, "--calibration", limit=options.calibration_samples)
 
 
 def _precision_for(profile: TargetProfile, options: ExportOptions) -> str:
@@ -355,8 +362,7 @@ def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOp
     _check_options(profiles, options)
     if options.keep_float:
         check_keep_float(source.deploy_model(), options.keep_float)
-    if jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    JOBS.check("--jobs", jobs)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
@@ -364,13 +370,16 @@ def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOp
     for profile in profiles:
         backend = get_backend(profile.backend)
         precision = _precision_for(profile, options)
-        path = out / artifact_name(source.variant, profile, options, precision, backend.SUFFIX)
+        path = child_path(out, artifact_name(source.variant, profile, options, precision, backend.SUFFIX))
         planned.append((profile, backend, precision, path))
-    existing = [str(p) for *_, p in planned if (p.exists() or manifest_path(p).exists())]
+    existing = [str(p) for *_, p in planned if (p.exists() or p.is_symlink() or manifest_path(p).exists())]
     if existing and not force:
         raise UsageError(f"{existing[0]} already exists; pass --force to overwrite"
                          + (f" ({len(existing) - 1} more)" if len(existing) > 1 else ""))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
     remove_stale_temporaries(out)
     if jobs > 1 and len(planned) > 1:
         results = _export_parallel(source, planned, options, force, min(jobs, len(planned)), progress, out)
@@ -446,7 +455,7 @@ def _export_parallel(source: ModelSource, planned: list, options: ExportOptions,
     torch.set_num_threads(threads)
     workers = min(jobs - 1, len(order) - 1)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(source, threads))
+                               initializer=_worker_init, initargs=(source, threads, os.getpid()))
     try:
         futures = {pool.submit(_worker_export, planned[i][0], options, planned[i][2], planned[i][3], force): i
                    for i in order[1:]}
@@ -498,10 +507,13 @@ def _stop_workers(grace_seconds: float = 10.0) -> None:
 _worker_source: ModelSource | None = None
 
 
-def _worker_init(source: ModelSource, threads: int) -> None:
+def _worker_init(source: ModelSource, threads: int, parent_pid: int) -> None:
     import torch
 
+    from ._process import die_with_parent
+
     global _worker_source
+    die_with_parent(parent_pid)  # a worker of a killed parent must not go on and publish an artifact
     os.dup2(2, 1)  # the parent's stdout carries --json: a library's print in here must not land in it
     # Between exports a signal ends the worker at once, whichever of its threads the kernel hands it to
     # (a Python handler would wait for the main thread, blocked reading the next task).
@@ -566,7 +578,7 @@ def _export_one(job: ExportJob, backend, path: Path, force: bool) -> ExportedArt
         source = job.source
         h, w = job.resolution
         manifest = Manifest(
-            schema_version=1, shvit_edge_version=__version__, target=job.profile.backend,
+            schema_version=SCHEMA_VERSION, shvit_edge_version=__version__, target=job.profile.backend,
             profile=job.profile.name, variant=source.variant, resolution=(h, w), batch=job.options.batch,
             num_classes=source.num_classes, distillation=source.distillation, checkpoint=source.checkpoint,
             inputs=result.inputs, outputs=result.outputs,
@@ -577,7 +589,7 @@ def _export_one(job: ExportJob, backend, path: Path, force: bool) -> ExportedArt
                                  sha256_method=FOLDER_SHA256_METHOD if tmp.is_dir() else FILE_SHA256_METHOD,
                                  size_bytes=size),
             export_seconds=round(seconds, 3), untrained=source.untrained, labels=source.labels_source,
-            details=result.details,
+            details=result.details, tolerances=dict(job.profile.tolerances),
         )
         mtmp.write_text(manifest.to_json(), encoding="utf-8")
     return ExportedArtifact(job.profile.backend, job.profile.name, path, mpath, sha, size, seconds)

@@ -76,7 +76,7 @@ def calibration_inputs(spec: str, count: int, resolution: tuple[int, int], prepr
     if spec == "random":
         rng = np.random.default_rng(seed)
         return Calibration(rng.standard_normal((count, 3, h, w), dtype=np.float32), "random", count)
-    images = list_images(spec, "--calibration")[:count]
+    images = list_images(spec, "--calibration", limit=count)
     x = normalize(load_pixels(images, resolution, preprocessing), preprocessing)
     return Calibration(x, str(spec), len(images))
 

@@ -3,15 +3,32 @@
 :func:`verify` is the library entry point behind ``shvit-edge verify``. For every artifact it checks the
 file's sha256 against the manifest before anything runs, rebuilds the reference model from the manifest's
 checkpoint (or ``--checkpoint``), feeds both the same inputs (real images preprocessed as the manifest says,
-plus seeded random ones), and judges the metrics against the target profile's tolerances for the artifact's
-precision. Core ML runs only on Apple hardware; elsewhere its package gets a structural check and the result
-``skipped``, never a silent pass. Each result is also written into the manifest's ``verification`` section.
+plus seeded random ones), and judges the metrics against the tolerances for the artifact's precision or
+quantization class: those the manifest recorded at export (the profile the user exported with, their own
+included), else, for a manifest from before they were recorded, those of the profile it names. Core ML runs
+only on Apple hardware; elsewhere its package gets a structural check and the result ``skipped``, never a
+silent pass. Each result is also written into the manifest's ``verification`` section.
+
+Each artifact is loaded and run in a child process of its own (:mod:`shvit_edge.verify_worker`): a runtime
+that aborts on a corrupt file fails that artifact, and the others are still verified. The child gets the
+inputs as a ``.npy`` file and returns the outputs the same way; this process computes the reference and judges.
+
+What is refused before anything runs (a usage or input error, exit 2): an artifact that is no regular file or
+folder (a FIFO, a device, a socket, a symlink to one; a package holding a symlink or such an entry: reading it
+could hang, and it is no artifact), bad option values (:mod:`shvit_edge.bounds`), ``--trust-checkpoint``
+without ``--checkpoint``, tolerances outside their range. What fails an artifact (exit 1): a sha256 that differs
+from the manifest's, a manifest recording the old unframed ``.mlpackage`` digest or an unknown digest method,
+a runtime that fails or crashes, an output or a reference that does not depend on the input, and metrics
+outside the tolerances.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
+import math
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,16 +36,26 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .atomic import TMP_PREFIX, atomic_outputs, sha256_of
+from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, LEGACY_FOLDER_SHA256_METHOD, TMP_PREFIX,
+                     atomic_outputs, sha256_of)
+from .bounds import COSINE, FRACTION, MAX_ABS, SAMPLES, SEED, SQNR_DB, THREADS, Bounds
 from .errors import InputError, UsageError
-from .manifest import MANIFEST_SUFFIX, Manifest, manifest_path, read_manifest
+from .manifest import MANIFEST_SUFFIX, Manifest, TensorSpec, manifest_path, read_manifest
 from .parity.metrics import ParityMetrics, compare
 from .targets import DEFAULT_PROFILES, TargetProfile, Tolerance, resolve_target
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 TOLERANCE_FLAGS = ("cosine", "max_abs", "top1_agreement", "sqnr_db")
+#: each tolerance field's range, and the option that overrides it
+TOLERANCE_BOUNDS: dict[str, tuple[Bounds, str]] = {
+    "cosine": (COSINE, "--min-cosine"), "max_abs": (MAX_ABS, "--max-abs"),
+    "top1_agreement": (FRACTION, "--min-top1"), "sqnr_db": (SQNR_DB, "--min-sqnr")}
 
 Progress = Callable[[str], None]
+#: told what went wrong besides the results (a manifest that could not be updated); the results stand
+Warn = Callable[[str], None]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,9 +63,11 @@ class VerifyOptions:
     images: str | None = None
     samples: int = 8
     seed: int = 0
+    #: the reference checkpoint instead of the one each manifest names
     checkpoint: str | None = None
+    #: load ``checkpoint`` (only that one: never a checkpoint a manifest names) allowing arbitrary pickles
     trust_checkpoint: bool = False
-    #: tolerance fields (see :class:`~shvit_edge.targets.Tolerance`) that replace the profile's
+    #: tolerance fields (see :class:`~shvit_edge.targets.Tolerance`) that replace the manifest's or profile's
     overrides: dict = field(default_factory=dict)
     threads: int | None = None
 
@@ -54,12 +83,55 @@ class VerifyResult:
     reason: str
 
     def as_json(self) -> dict:
-        return dataclasses.asdict(self)
+        return _finite(dataclasses.asdict(self))
+
+
+def _finite(value):
+    """``value`` with every NaN or infinity replaced by None: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def check_options(options: VerifyOptions) -> None:
+    """Raise :class:`UsageError` for an option outside its range (the same :mod:`shvit_edge.bounds` the command
+    line checks), an unknown tolerance, or ``trust_checkpoint`` without ``checkpoint``."""
+    SAMPLES.check("--samples", options.samples)
+    SEED.check("--seed", options.seed)
+    if options.threads is not None:
+        THREADS.check("--threads", options.threads)
+    unknown = set(options.overrides) - set(TOLERANCE_FLAGS)
+    if unknown:
+        raise UsageError(f"unknown tolerance {sorted(unknown)[0]!r}")
+    for name, value in options.overrides.items():
+        if value is not None:
+            bounds, flag = TOLERANCE_BOUNDS[name]
+            bounds.check(flag, value)
+    if options.trust_checkpoint and options.checkpoint is None:
+        raise UsageError("--trust-checkpoint applies to --checkpoint FILE only: a checkpoint a manifest names is "
+                         "always loaded safely (weights only); give the file you trust with --checkpoint")
+
+
+def _is_regular_or_folder(path: Path) -> bool:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+
+
+def _not_regular(path: Path) -> InputError:
+    return InputError(f"{path}: not a regular file or folder (a device, FIFO or socket is no artifact); refused")
 
 
 def find_artifacts(paths) -> list[Path]:
     """Each PATH as an artifact (it has a manifest beside it) or a folder of artifacts (entries with a manifest
-    beside them; anything else there is passed over)."""
+    beside them; anything else there is passed over). An artifact or manifest that is no regular file (or, for
+    an artifact, folder) is refused with :class:`InputError`: reading a FIFO or a device could hang."""
     found: list[Path] = []
     for given in paths:
         path = Path(given)
@@ -67,6 +139,8 @@ def find_artifacts(paths) -> list[Path]:
                 Path(str(path)[:-len(MANIFEST_SUFFIX)]).exists():
             path = Path(str(path)[:-len(MANIFEST_SUFFIX)])  # the manifest was given: verify its artifact
         if manifest_path(path).is_file():
+            if not _is_regular_or_folder(path):
+                raise _not_regular(path)
             found.append(path)
         elif path.is_dir():
             inside = sorted(p for p in path.iterdir() if not p.name.startswith(TMP_PREFIX)
@@ -74,7 +148,12 @@ def find_artifacts(paths) -> list[Path]:
             if not inside:
                 raise InputError(f"{path}: no artifacts in this folder (an artifact has its manifest, "
                                  f"<artifact>{MANIFEST_SUFFIX}, beside it)")
+            for p in inside:
+                if not _is_regular_or_folder(p):
+                    raise _not_regular(p)
             found.extend(inside)
+        elif path.exists() and not _is_regular_or_folder(path):
+            raise _not_regular(path)
         elif path.exists():
             raise InputError(f"{path}: not an artifact of shvit-edge (no manifest {manifest_path(path).name} "
                              "beside it)")
@@ -83,8 +162,25 @@ def find_artifacts(paths) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def manifest_checkpoint(manifest: Manifest, artifact: Path) -> Path:
+    """The checkpoint a manifest names: its path as given, or, when that is relative and not found from the
+    current folder, relative to the manifest's folder."""
+    given = Path(manifest.checkpoint.path)
+    if given.is_file():
+        return given
+    beside = manifest_path(artifact).parent / given
+    if not given.is_absolute() and beside.is_file():
+        return beside
+    where = "" if given.is_absolute() else f" (looked here and in {manifest_path(artifact).parent})"
+    raise InputError(f"{artifact}: its checkpoint {manifest.checkpoint.path} (from the manifest) is not "
+                     f"found{where}; pass --checkpoint")
+
+
 class _References:
-    """Reference models and their outputs, loaded once per checkpoint and computed once per input set."""
+    """Reference models and their outputs, loaded once per checkpoint and computed once per input set.
+
+    ``--trust-checkpoint`` applies to ``--checkpoint`` only: a manifest can name any file, so the checkpoint
+    it names is always loaded weights-only."""
 
     def __init__(self, options: VerifyOptions):
         self.options = options
@@ -105,13 +201,11 @@ class _References:
             if key not in self._sources:
                 self._sources[key] = load_source(variant=manifest.variant, checkpoint=None, seed=ref.seed or 0)
         else:
-            if not Path(ref.path).is_file():
-                raise InputError(f"{artifact}: its checkpoint {ref.path} (from the manifest) is not found; "
-                                 "pass --checkpoint")
-            key = ("checkpoint", ref.path, ref.use_ema)
+            path = manifest_checkpoint(manifest, artifact)
+            key = ("checkpoint", str(path.resolve()), ref.use_ema)
             if key not in self._sources:
-                self._sources[key] = load_source(variant=manifest.variant, checkpoint=ref.path, use_ema=ref.use_ema,
-                                                 trust_checkpoint=self.options.trust_checkpoint)
+                self._sources[key] = load_source(variant=manifest.variant, checkpoint=str(path), use_ema=ref.use_ema,
+                                                 trust_checkpoint=False)
         source = self._sources[key]
         if (source.variant, source.num_classes) != (manifest.variant, manifest.num_classes):
             raise InputError(f"{artifact} was exported from {manifest.variant} with {manifest.num_classes} classes; "
@@ -165,24 +259,54 @@ def tolerance_class(manifest: Manifest) -> str:
     return manifest.precision
 
 
-def _profile(manifest: Manifest) -> tuple[TargetProfile, str]:
+def _profile(manifest: Manifest) -> tuple[TargetProfile, bool]:
+    """The profile a manifest names, else its target's default profile; and whether it was the named one."""
     try:
-        return resolve_target(manifest.profile), ""
+        return resolve_target(manifest.profile), True
     except (UsageError, InputError):
-        fallback = DEFAULT_PROFILES[manifest.target]
-        return resolve_target(fallback), f"profile {manifest.profile} not found; tolerances from {fallback}. "
+        return resolve_target(DEFAULT_PROFILES[manifest.target]), False
 
 
-def _tolerance(manifest: Manifest, profile: TargetProfile, overrides: dict) -> Tolerance:
-    tolerance = profile.tolerance(tolerance_class(manifest))
-    return dataclasses.replace(tolerance, **{k: v for k, v in overrides.items() if v is not None})
+def _tolerance(manifest: Manifest, where: Path, overrides: dict) -> tuple[Tolerance, str, str]:
+    """(the tolerance an artifact is judged by, where it comes from, a note for the reason).
+
+    The manifest's own record of the export profile's tolerances comes first; a manifest without one (exported
+    before they were recorded) falls back to the profile it names, then to its target's default profile.
+    ``overrides`` (the command line's) apply on top of either. Every field is checked against its bounds."""
+    name = tolerance_class(manifest)
+    recorded = manifest.tolerances or {}
+    if name in recorded:
+        tolerance, source, note = recorded[name], "manifest", ""
+        problem_at = f"{where}: tolerances.{name}"
+    else:
+        profile, named = _profile(manifest)
+        tolerance, source = profile.tolerance(name), f"profile {profile.name}"
+        why = ("the manifest records no tolerances (exported by an older shvit-edge)" if manifest.tolerances is None
+               else f"the manifest records no {name} tolerances")
+        by = f"profile {profile.name}" if named else \
+            f"the default profile {profile.name} (profile {manifest.profile} not found)"
+        note = f"{why}: judged by the {name} tolerances of {by}. "
+        problem_at = f"{profile.source or profile.name}: tolerances.{name}"
+    for key, (bounds, _) in TOLERANCE_BOUNDS.items():
+        value = getattr(tolerance, key)
+        if value is not None:
+            bounds.check(f"{problem_at}.{key}", value, error=InputError)
+    tolerance = dataclasses.replace(tolerance, **{k: v for k, v in overrides.items() if v is not None})
+    return tolerance, source, note
 
 
 def judge(metrics: ParityMetrics, tolerance: Tolerance) -> list[str]:
-    """What in ``metrics`` breaks ``tolerance`` (empty: it passes)."""
-    if not metrics.finite:
-        return ["NaN or Inf in the output"]
+    """What in ``metrics`` breaks ``tolerance`` (empty: it passes). An output or a reference that does not depend
+    on its input fails whatever the numbers: it would match an equally constant counterpart perfectly."""
     problems = []
+    if metrics.reference_constant:
+        problems.append(f"the reference model's output does not depend on its input "
+                        f"({metrics.reference_constant}): no comparison with it can show the artifact works; "
+                        "check the checkpoint's weights")
+    if not metrics.finite:
+        return [*problems, "NaN or Inf in the output"]
+    if metrics.output_constant:
+        problems.append(f"the artifact's output does not depend on its input ({metrics.output_constant})")
     if metrics.cosine < tolerance.cosine:
         problems.append(f"cosine {metrics.cosine:.6f} < {tolerance.cosine}")
     if metrics.max_abs > tolerance.max_abs:
@@ -199,7 +323,12 @@ def _masked(shape, dynamic_axes) -> tuple[int | None, ...]:
     return tuple(None if i in dynamic_axes else d for i, d in enumerate(shape))
 
 
-def _run_batched(runner, x: np.ndarray, manifest: Manifest) -> np.ndarray:
+def input_mismatch(shape, dtype: str, spec: TensorSpec) -> bool:
+    """Whether the input a runtime reports (``shape``, ``dtype``) is not the manifest's ``spec``."""
+    return (_masked(tuple(shape), spec.dynamic_axes), dtype) != (_masked(spec.shape, spec.dynamic_axes), spec.dtype)
+
+
+def run_batched(runner, x: np.ndarray, manifest: Manifest) -> np.ndarray:
     """Run ``x`` (N, 3, H, W) through ``runner`` in the artifact's batch, padding the last chunk."""
     spec = manifest.inputs[0]
     batch = x.shape[0] if spec.dynamic_axes else manifest.batch
@@ -220,21 +349,53 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _tolerance_json(tolerance: Tolerance, precision_class: str) -> dict:
-    return {"class": precision_class, **dataclasses.asdict(tolerance)}
+def _tolerance_json(tolerance: Tolerance, precision_class: str, source: str) -> dict:
+    return {"class": precision_class, **dataclasses.asdict(tolerance), "source": source}
 
 
-def verify(paths, options: VerifyOptions, progress: Progress | None = None) -> list[VerifyResult]:
-    """Verify every artifact found in ``paths``; one result per artifact and runtime setting."""
+def _integrity(artifact: Path, manifest: Manifest) -> str | None:
+    """Why the artifact is not the file its manifest describes (None: it is). Raises :class:`InputError` for
+    anything that is no regular file or folder of regular files (:func:`~shvit_edge.atomic.sha256_of`)."""
+    method, expected = manifest.artifact.sha256_method, manifest.artifact.sha256
+    if method == LEGACY_FOLDER_SHA256_METHOD:
+        return ("the manifest records the old unframed .mlpackage digest (schema 1), which two different packages "
+                "can share, so it proves nothing; re-export the artifact with this shvit-edge")
+    if method not in (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD):
+        return f"the manifest's sha256_method {method!r} is not one this shvit-edge checks; re-export the artifact"
+    kind = FOLDER_SHA256_METHOD if artifact.is_dir() else FILE_SHA256_METHOD
+    if method != kind:
+        return (f"the artifact is a {'folder' if artifact.is_dir() else 'file'}; its manifest's sha256 is of a "
+                f"{'file' if artifact.is_dir() else 'folder'}")
+    sha = sha256_of(artifact)
+    if sha != expected:
+        return f"sha256 mismatch: the file's is {sha}, the manifest says {expected}; the artifact changed after export"
+    return None
+
+
+@dataclass
+class _Plan:
+    """What is settled about an artifact before anything runs."""
+
+    manifest: Manifest
+    tolerance: Tolerance
+    tolerance_json: dict
+    note: str
+    integrity: str | None
+
+
+def verify(paths, options: VerifyOptions, progress: Progress | None = None,
+           warn: Warn | None = None) -> list[VerifyResult]:
+    """Verify every artifact found in ``paths``; one result per artifact and runtime setting.
+
+    ``progress`` is told what runs; ``warn`` what went wrong besides the results (a manifest that could not be
+    updated: the result stands, unrecorded), by default this module's logger. Bad options, missing extras,
+    artifacts that are no regular files and bad tolerances raise before anything runs."""
     from .backends.base import require
     from .images import list_images
 
     progress = progress or (lambda message: None)
-    if options.samples < 0:
-        raise UsageError(f"--samples must be 0 or more, got {options.samples}")
-    unknown = set(options.overrides) - set(TOLERANCE_FLAGS)
-    if unknown:
-        raise UsageError(f"unknown tolerance {sorted(unknown)[0]!r}")
+    warn = warn or _log.warning
+    check_options(options)
     images = list_images(options.images) if options.images is not None else []
     if not images and options.samples == 0:
         raise UsageError("nothing to compare on: give --images, or --samples above 0")
@@ -242,100 +403,113 @@ def verify(paths, options: VerifyOptions, progress: Progress | None = None) -> l
     manifests = {a: read_manifest(manifest_path(a)) for a in artifacts}
     for manifest in manifests.values():
         require(manifest.target)  # a missing extra is a usage error before anything runs
+    plans = {}
+    for artifact, manifest in manifests.items():
+        tolerance, source, note = _tolerance(manifest, manifest_path(artifact), options.overrides)
+        plans[artifact] = _Plan(manifest, tolerance, _tolerance_json(tolerance, tolerance_class(manifest), source),
+                                note, _integrity(artifact, manifest))
     references, inputs = _References(options), _Inputs(options, images)
     results: list[VerifyResult] = []
-    for artifact, manifest in manifests.items():
+    for artifact, plan in plans.items():
         progress(f"verifying {artifact.name} ...")
-        found, source = _verify_artifact(artifact, manifest, options, references, inputs, progress)
-        _record(artifact, manifest, found, options, images, source)
+        found, source = _verify_artifact(artifact, plan, options, references, inputs, progress)
+        try:
+            _record(artifact, plan.manifest, found, options, images, source,
+                    verified_sha256=plan.manifest.artifact.sha256 if plan.integrity is None else None)
+        except OSError as exc:
+            warn(f"{manifest_path(artifact)}: the manifest could not be updated with the result "
+                 f"({exc.strerror or exc}); the result is reported, not recorded")
         results.extend(found)
     return results
 
 
-def _verify_artifact(artifact: Path, manifest: Manifest, options: VerifyOptions, references: _References,
+def _verify_artifact(artifact: Path, plan: _Plan, options: VerifyOptions, references: _References,
                      inputs: _Inputs, progress: Progress) -> tuple[list[VerifyResult], object]:
     """The results of one artifact, and the reference source they were judged against (None if none was)."""
-    from functools import partial
+    manifest, note = plan.manifest, plan.note
+    base = dict(artifact=str(artifact), target=manifest.target, tolerances=plan.tolerance_json)
+    if plan.integrity is not None:
+        return [VerifyResult(**base, runtime="none", status=FAIL, metrics={}, reason=note + plan.integrity)], None
 
-    from .backends.base import get_backend
-
-    profile, note = _profile(manifest)
-    precision_class = tolerance_class(manifest)
-    tolerance = _tolerance(manifest, profile, options.overrides)
-    backend = get_backend(manifest.target)
-    base = dict(artifact=str(artifact), target=manifest.target,
-                tolerances=_tolerance_json(tolerance, precision_class))
-
-    sha = sha256_of(artifact)
-    if sha != manifest.artifact.sha256:
-        return [VerifyResult(**base, runtime="none", status=FAIL, metrics={},
-                             reason=f"sha256 mismatch: the file's is {sha}, the manifest says "
-                                    f"{manifest.artifact.sha256}; the artifact changed after export")], None
-
-    key, source = references.source(manifest, artifact)
-    if manifest.checkpoint.sha256 and source.checkpoint.sha256 and \
-            source.checkpoint.sha256 != manifest.checkpoint.sha256:
-        note += "the reference checkpoint is not the file it was exported from (sha256 differs). "
     x, x_ref, inputs_key = inputs.get(manifest, image_input=manifest.inputs[0].kind == "image")
-    reference = references.outputs(key, source, x_ref, inputs_key)
+    units = None
+    if manifest.target == "coreml":
+        units = list(_profile(manifest)[0].export.compute_units or ("cpu_only",))
+    from .verify_worker import RuntimeChild
+
+    with RuntimeChild.start(artifact, manifest, x, options.threads, units) as child:
+        # the reference is computed while the child loads its runtime
+        key, source = references.source(manifest, artifact)
+        if manifest.checkpoint.sha256 and source.checkpoint.sha256 and \
+                source.checkpoint.sha256 != manifest.checkpoint.sha256:
+            note += "the reference checkpoint is not the file it was exported from (sha256 differs). "
+        reference = references.outputs(key, source, x_ref, inputs_key)
+        if units and len(units) > 1:
+            progress(f"verifying {artifact.name} on Core ML ({', '.join(units)}) ...")
+        report = child.wait()
     output = next(o for o in manifest.outputs if o.dtype == "float32")
     if output.layout == "classifier":
         reference = _softmax(reference)
-    judged = partial(_run_and_judge, x=x, reference=reference, manifest=manifest, tolerance=tolerance, base=base,
-                     output=output.name, note=note, counts=f"{len(inputs.images)} images + {options.samples} "
-                                                              "random inputs")
-    # a backend with a structural check has it first; one that cannot run here stops after it, skipped
-    facts = {}
-    if hasattr(backend, "structural_problems"):
-        problems, facts = backend.structural_problems(artifact, manifest)
-        if problems:
-            return [VerifyResult(**base, runtime=f"{manifest.target} (structure)", status=FAIL, metrics={},
-                                 reason=note + "structural check failed: " + "; ".join(problems))], source
-    why_not = backend.cannot_run_here(artifact, manifest)
-    if why_not is not None:
+    counts = f"{len(inputs.images)} images + {options.samples} random inputs"
+    return _results(report, manifest, base, note, reference, plan.tolerance, output.name, counts), source
+
+
+def _results(report, manifest: Manifest, base: dict, note: str, reference: np.ndarray, tolerance: Tolerance,
+             output: str, counts: str) -> list[VerifyResult]:
+    """The results a child's report makes: its structural check, its skip, or each run judged."""
+    structure = f"{manifest.target} (structure)"
+    status = report.status
+    if status["structure"] is not None and status["structure"]["problems"]:
+        return [VerifyResult(**base, runtime=structure, status=FAIL, metrics={},
+                             reason=note + "structural check failed: " + "; ".join(status["structure"]["problems"]))]
+    if status["cannot_run_here"] is not None:
+        facts = (status["structure"] or {}).get("facts", {})
         checked = "; ".join(f"{k} {v}" for k, v in facts.items())
-        return [VerifyResult(**base, runtime=f"{manifest.target} (structure)", status=SKIPPED, metrics={},
-                             reason=note + f"not run: {why_not}; structural check passed (loads; I/O matches "
-                             f"the manifest; {checked})")], source
-    if manifest.target != "coreml":
-        return [judged(partial(backend.load, artifact, manifest, options.threads))], source
+        return [VerifyResult(**base, runtime=structure, status=SKIPPED, metrics={},
+                             reason=note + f"not run: {status['cannot_run_here']}; structural check passed (loads; "
+                             f"I/O matches the manifest; {checked})")]
     found = []
-    for units in profile.export.compute_units or ("cpu_only",):
-        progress(f"verifying {artifact.name} on Core ML ({units}) ...")
-        found.append(judged(partial(backend.load, artifact, manifest, options.threads, compute_units=units)))
-    return found, source
+    spec = manifest.inputs[0]
+    for run in status["runs"]:
+        runtime = run["runtime"]
+        if run["error"] is not None:
+            reason = f"the runtime failed: {run['error']}"
+        elif run["input"] is not None and input_mismatch(run["input"]["shape"], run["input"]["dtype"], spec):
+            got = run["input"]
+            reason = (f"the artifact takes {got['name']} {tuple(got['shape'])} {got['dtype']}; its manifest says "
+                      f"{spec.shape} {spec.dtype}")
+        elif run["output"] is None:
+            reason = report.ended()
+        else:
+            try:
+                metrics = compare(report.output(run["output"]), reference)
+            except Exception as exc:  # noqa: BLE001 - an output that cannot be compared is this run's result
+                from .verify_worker import describe
 
-
-def _run_and_judge(load, x, reference, manifest: Manifest, tolerance: Tolerance, base: dict, output: str,
-                   note: str, counts: str) -> VerifyResult:
-    from .export import _describe
-
-    runtime = manifest.target
-    try:
-        runner = load()
-        runtime = runner.runtime
-        spec = manifest.inputs[0]
-        if (_masked(runner.input_shape, spec.dynamic_axes), runner.input_dtype) != \
-                (_masked(spec.shape, spec.dynamic_axes), spec.dtype):
-            return VerifyResult(**base, runtime=runtime, status=FAIL, metrics={},
-                                reason=note + f"the artifact takes {runner.input_name} {runner.input_shape} "
-                                f"{runner.input_dtype}; its manifest says {spec.shape} {spec.dtype}")
-        out = _run_batched(runner, x, manifest)
-        metrics = compare(out, reference)
-    except Exception as exc:  # noqa: BLE001 - a runtime's own failure is this artifact's result
-        return VerifyResult(**base, runtime=runtime, status=FAIL, metrics={},
-                            reason=note + f"the runtime failed: {_describe(exc)}")
-    problems = judge(metrics, tolerance)
-    status = FAIL if problems else PASS
-    reason = note + ("; ".join(problems) if problems else f"within tolerance on {counts}")
-    return VerifyResult(**base, runtime=runtime, status=status, metrics={output: metrics.as_dict()}, reason=reason)
+                reason = f"the runtime failed: {describe(exc)}"
+            else:
+                problems = judge(metrics, tolerance)
+                found.append(VerifyResult(
+                    **base, runtime=runtime, status=FAIL if problems else PASS, metrics={output: metrics.as_dict()},
+                    reason=note + ("; ".join(problems) if problems else f"within tolerance on {counts}")))
+                continue
+        found.append(VerifyResult(**base, runtime=runtime, status=FAIL, metrics={}, reason=note + reason))
+    if not found:  # the child ended before any run: in its structural check, or before it
+        runtime = structure if status["structure"] is None and "structural" in status["stage"] else manifest.target
+        error = status["error"]
+        reason = f"the runtime failed: {error}" if error else report.ended()
+        found.append(VerifyResult(**base, runtime=runtime, status=FAIL, metrics={}, reason=note + reason))
+    return found
 
 
 def _record(artifact: Path, manifest: Manifest, results: list[VerifyResult], options: VerifyOptions,
-            images: list[Path], source) -> None:
-    """Write the results into the manifest's ``verification`` section (atomically)."""
+            images: list[Path], source, verified_sha256: str | None = None) -> None:
+    """Write the results into the manifest's ``verification`` section (atomically). ``verified_sha256``: the
+    sha256 of the file that was run (None when it failed its integrity check), so a reader can tell whether
+    the results are of the artifact it has: a manifest's own sha256 can be rewritten along with the file."""
     verification = {
         "shvit_edge_version": __version__,
+        "artifact_sha256": verified_sha256,
         "verified_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "inputs": {"images": [p.name for p in images], "random": options.samples, "seed": options.seed},
         "reference": None if source is None else dataclasses.asdict(source.checkpoint),

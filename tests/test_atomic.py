@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import child_pids, is_running
-from shvit_edge.atomic import TMP_PREFIX, atomic_outputs, remove_stale_temporaries, sha256_of
+from shvit_edge.atomic import (FOREIGN_STALE_SECONDS, TMP_PREFIX, atomic_outputs, remove_stale_temporaries,
+                               sha256_of, temporary_path)
 
 
 def test_outputs_appear_only_when_complete(tmp_path):
@@ -55,12 +56,29 @@ def test_existing_output_needs_overwrite(tmp_path):
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
-    stale = tmp_path / f"{TMP_PREFIX}{dead.stdout.strip()}-shvit_s1_224x224.onnx"
+    ours = temporary_path(tmp_path / "x").name[len(TMP_PREFIX):].split("-")[0].split(".")[1]
+    stale = tmp_path / f"{TMP_PREFIX}{dead.stdout.strip()}.{ours}-shvit_s1_224x224.onnx"
     stale.write_bytes(b"half")
-    live = tmp_path / f"{TMP_PREFIX}{os.getpid()}-other.onnx"
+    live = temporary_path(tmp_path / "other.onnx")
     live.write_bytes(b"in progress")
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert not stale.exists() and live.exists()
+
+
+def test_temporaries_of_another_pid_namespace_are_not_judged_by_pid(tmp_path):
+    """A pid from another container or host means nothing here: its temporary stays (dead here, it may be
+    alive there) until it is a day old; an old-style name without a namespace is treated the same way."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    foreign = tmp_path / f"{TMP_PREFIX}{dead}.0123456789ab-model.onnx"
+    legacy = tmp_path / f"{TMP_PREFIX}{dead}-model.onnx"
+    old = tmp_path / f"{TMP_PREFIX}{dead}.0123456789ab-old.onnx"
+    for path in (foreign, legacy, old):
+        path.write_bytes(b"in progress elsewhere")
+    day_ago = time.time() - FOREIGN_STALE_SECONDS - 60
+    os.utime(old, (day_ago, day_ago))
+    assert remove_stale_temporaries(tmp_path) == [old]
+    assert foreign.exists() and legacy.exists()
 
 
 def test_folder_sha256_covers_names_and_contents(tmp_path):

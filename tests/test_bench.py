@@ -130,11 +130,11 @@ def test_report_renders_in_a_headless_browser(bench_doc, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--threads", "0"], "--threads must be between 1 and"),
+    (["--threads", "0"], "Invalid value for '--threads': must be from 1"),
     (["--threads", "999"], "--threads must be between 1 and"),
     (["--iterations", "5", "--seconds", "1"], "not both"),
-    (["--iterations", "0"], "--iterations must be at least 1"),
-    (["--seconds", "0"], "--seconds must be above 0"),
+    (["--iterations", "0"], "Invalid value for '--iterations': must be from 1"),
+    (["--seconds", "0"], "Invalid value for '--seconds': must be above 0"),
 ])
 def test_bad_bench_arguments_are_usage_errors(artifacts, args, message):
     _, paths = artifacts

@@ -324,7 +324,7 @@ def test_untrained_export_says_so_and_records_the_seed(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--target", "onnx", "--variant", "shvit_s1", "--resolution", "100"], "multiple of 16"),
-    (["--target", "onnx", "--variant", "shvit_s1", "--resolution", "48"], "at least 64"),
+    (["--target", "onnx", "--variant", "shvit_s1", "--resolution", "48"], "multiple of 16 from 64"),
     (["--target", "onnx", "--variant", "shvit_s1", "--resolution", "224x"], "resolution"),
     (["--target", "android-v9", "--variant", "shvit_s1"], "unknown target"),
     (["--target", "onnx"], "--variant, --checkpoint or both"),

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from conftest import onnx_int8_saturates
 from click.testing import CliRunner
 
 from shvit_edge.cli import cli
@@ -31,6 +33,7 @@ def assert_int8_verifies(artifact, images_dir):
 
 
 @pytest.mark.parametrize("mode,calibrated", [("int8-dynamic", False), ("int8", True)])
+@onnx_int8_saturates
 def test_onnx_int8_exports_and_passes_verify_on_the_images(s1_source, images_dir, fp32_sizes, tmp_path, mode,
                                                            calibrated):
     options = ExportOptions(resolution=(224, 224), quantize=mode,
@@ -99,6 +102,7 @@ def test_random_calibration_warns(tmp_path):
     assert manifest.verification is None
 
 
+@onnx_int8_saturates
 def test_a_quantized_export_is_verified_against_fp32_and_the_manifest_records_it(official_pth, images_dir,
                                                                                   tmp_path):
     result = CliRunner().invoke(cli, ["export", "--target", "onnx", "--checkpoint", str(official_pth),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from conftest import onnx_int8_saturates
 from click.testing import CliRunner
 
 from shvit_edge.cli import cli
@@ -19,6 +21,7 @@ def _report(*args):
     return json.loads(result.stdout)
 
 
+@onnx_int8_saturates
 def test_s1_int8_report_names_the_worst_layers_and_measures_keeping_them_in_float(official_pth, images_dir):
     report = _report("--target", "onnx", "--checkpoint", str(official_pth), "--quantize", "int8",
                      "--calibration", str(images_dir))

@@ -116,10 +116,12 @@ def test_a_manifest_that_lies_about_the_input_shape_fails(artifacts, name):
 
 
 def test_tolerance_flags_override_the_profile(artifacts):
-    result = run(artifacts / "shvit_s1_224x224.onnx", "--samples", "2", "--min-cosine", "1.5", "--json")
+    result = run(artifacts / "shvit_s1_224x224.onnx", "--samples", "2", "--min-cosine", "1", "--max-abs", "1e-12",
+                 "--json")
     assert result.exit_code == 1, result.output
     (r,) = json.loads(result.stdout)["results"]
-    assert r["tolerances"]["cosine"] == 1.5 and r["status"] == "fail" and "cosine" in r["reason"]
+    assert r["tolerances"]["cosine"] == 1.0 and r["tolerances"]["max_abs"] == 1e-12 and r["status"] == "fail"
+    assert "cosine" in r["reason"] and "max abs" in r["reason"]
 
 
 def test_images_only(artifacts, images_dir):

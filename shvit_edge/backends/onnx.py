@@ -38,6 +38,9 @@ def export(job, out: Path) -> BackendResult:
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
         onnx.save(model, str(out))
     onnx.checker.check_model(model)
+    written = _default_opset(model)
+    if written != opset:  # the exporter writes 18 for anything lower, and says so only in a log line
+        raise RuntimeError(f"the ONNX exporter wrote opset {written}, not the profile's opset {opset}")
     quantization = None
     if job.options.quantize:
         quantization = _quantize(job, out)
@@ -48,8 +51,13 @@ def export(job, out: Path) -> BackendResult:
         inputs=(TensorSpec("image", (job.options.batch, 3, h, w), "float32", "NCHW", dynamic_axes=axes),),
         outputs=(TensorSpec("logits", (job.options.batch, job.source.num_classes), "float32", "NC",
                             dynamic_axes=axes),),
-        details={"opset": opset, "ops": _op_histogram(model)}, quantization=quantization,
+        details={"opset": _default_opset(model), "ops": _op_histogram(model)}, quantization=quantization,
     )
+
+
+def _default_opset(model) -> int | None:
+    """The opset of the default ONNX domain, as the file itself records it."""
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _quantize(job, out: Path) -> Quantization:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -24,13 +26,16 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
-from ..errors import UsageError
+from ..bounds import ITERATIONS, ROUNDS, SECONDS, THREADS, WARMUP
+from ..errors import InputError, UsageError
 
 SCHEMA_VERSION = 1
 #: the matrix size of the fp32 GEMM that measures the machine's peak (the roofline's ceiling)
 GEMM_SIZE = 1024
 #: timed inferences per candidate when neither --iterations nor --seconds is given
 DEFAULT_ITERATIONS = 50
+#: a result's ``verify.status`` when the manifest's verify result is of another file (the artifact changed)
+STALE = "stale"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ class Candidate:
     peak_rss_mb: float | None = None
     error: str | None = None
     log: object = None
+    #: the artifact file's sha256 when the run was planned (None for the eager baseline)
+    artifact_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,20 +108,22 @@ def usable_cpus() -> list[int]:
 
 
 def check_options(options: BenchOptions) -> None:
-    cpus = usable_cpus()
-    if options.threads < 1 or options.threads > len(cpus):
-        raise UsageError(f"--threads must be between 1 and the {len(cpus)} CPUs this process may use, "
-                         f"got {options.threads}")
+    """Every setting within its declared range (:mod:`shvit_edge.bounds`; NaN and infinities never are), and
+    ``threads`` within the CPUs this process may use: a :class:`UsageError` naming the option otherwise."""
+    threads, cpus = options.threads, usable_cpus()
+    if isinstance(threads, int) and not isinstance(threads, bool) and \
+            not 1 <= threads <= min(len(cpus), THREADS.hi):
+        limit = f"the {len(cpus)} CPUs this process may use" if len(cpus) <= THREADS.hi else f"{THREADS.hi:g}"
+        raise UsageError(f"--threads must be between 1 and {limit}, got {threads}")
+    THREADS.check("--threads", threads)  # what is not a whole number
+    WARMUP.check("--warmup", options.warmup)
+    ROUNDS.check("--rounds", options.rounds)
+    if options.iterations is not None:
+        ITERATIONS.check("--iterations", options.iterations)
+    if options.seconds is not None:
+        SECONDS.check("--seconds", options.seconds)
     if options.iterations is not None and options.seconds is not None:
         raise UsageError("give --iterations or --seconds, not both")
-    if options.iterations is not None and options.iterations < 1:
-        raise UsageError(f"--iterations must be at least 1, got {options.iterations}")
-    if options.seconds is not None and options.seconds <= 0:
-        raise UsageError(f"--seconds must be above 0, got {options.seconds}")
-    if options.warmup < 0:
-        raise UsageError(f"--warmup must be 0 or more, got {options.warmup}")
-    if options.rounds < 1:
-        raise UsageError(f"--rounds must be at least 1, got {options.rounds}")
 
 
 def _macs(variant: str, num_classes: int, resolution: tuple[int, int]) -> int:
@@ -129,6 +138,7 @@ def _macs(variant: str, num_classes: int, resolution: tuple[int, int]) -> int:
 def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
     """The candidates (artifacts, then one eager baseline per model configuration) and the artifacts skipped
     (with why: a runtime this machine does not have)."""
+    from ..atomic import sha256_of
     from ..backends.base import get_backend, require
     from ..manifest import manifest_path, read_manifest
     from ..verify import find_artifacts
@@ -147,6 +157,13 @@ def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
         if why_not is not None:
             skipped.append({"artifact": str(path), "target": manifest.target, "reason": why_not})
             continue
+        try:  # a FIFO or device is refused here: a runtime reading it would block the run for good
+            digest = sha256_of(path)
+        except (InputError, OSError) as exc:
+            candidates.append(Candidate(label=str(path), target=manifest.target, spec={}, config=None, macs=0,
+                                        batch=manifest.batch, manifest=manifest,
+                                        error=f"not run: {exc}"))
+            continue
         h, w = manifest.resolution
         config = (manifest.variant, manifest.num_classes, manifest.distillation, (h, w), manifest.batch)
         key = (manifest.variant, manifest.num_classes, (h, w))
@@ -154,7 +171,7 @@ def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
             macs[key] = _macs(manifest.variant, manifest.num_classes, (h, w))
         configs.setdefault(config, macs[key])
         candidates.append(Candidate(label=str(path), target=manifest.target, config=config, macs=macs[key],
-                                    batch=manifest.batch, manifest=manifest,
+                                    batch=manifest.batch, manifest=manifest, artifact_sha256=digest,
                                     spec={"kind": "artifact", "path": str(path), "target": manifest.target,
                                           "threads": options.threads,
                                           "cpus": cpus, "warmup": options.warmup}))
@@ -170,6 +187,59 @@ def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
     return candidates, skipped
 
 
+#: how much of a dead worker's log is searched for why it died
+_LOG_TAIL = 64 * 1024
+#: a line of a log that says what went wrong (C++ aborts and asserts, Python errors, glog's E and F lines)
+_ERROR_LINE = re.compile(r"error|exception|abort|fatal|terminate|segmentation fault|assert|what\(\)|panic|"
+                         r"out of memory|^\s*\[?[EF]\d{4} ", re.IGNORECASE)
+#: a line that only warns (Python warnings, glog's and c10's W and I lines): never quoted as the reason, even
+#: when it mentions an error ("... will be an error in a future release")
+_WARNING_LINE = re.compile(r"warn|deprecat|^\s*\[?[WI]\d{4} ", re.IGNORECASE)
+#: stack frames and faulthandler's module list: a path or module name is no message
+_NOT_MESSAGES = ('File "', "Extension modules:")
+
+
+def worker_ended(returncode: int, log: str) -> str:
+    """Why a worker ended without answering: how the process ended (its exit code, or the signal that killed
+    it), then the log's last lines that look like an error, if any. A warning is never taken for the reason
+    (the last line of a dead worker's log is often a library's warning from long before it died)."""
+    if returncode is not None and returncode < 0:
+        try:
+            how = f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"was killed by signal {-returncode}"
+    else:
+        how = f"exited with code {returncode}"
+    lines = [line.strip() for line in log.splitlines()]
+    errors = [line for line in lines if line and _ERROR_LINE.search(line) and not _WARNING_LINE.search(line)
+              and not line.startswith(_NOT_MESSAGES)]
+    quoted = list(dict.fromkeys(errors[-2:]))
+    where = _crash_frame(lines)
+    message = f"the benchmark process {how}"
+    if quoted:
+        message += ": " + " / ".join(quoted)
+    if where:
+        message += f"; at {where}"
+    if not quoted and not where:
+        message += " (its log holds no error message)"
+    return message[:1500]
+
+
+def _crash_frame(lines: list[str]) -> str | None:
+    """The innermost Python frame of the current thread in a fatal-signal dump (the worker enables
+    :mod:`faulthandler`), e.g. ``load_program (executorch/runtime/__init__.py:333)``."""
+    heads = [i for i, line in enumerate(lines) if line.endswith("(most recent call first):")]
+    current = [i for i in heads if lines[i].startswith("Current thread")]
+    if not heads:
+        return None
+    start = (current or heads)[-1]
+    for frame in lines[start + 1:start + 3]:
+        m = re.match(r'File "(.+)", line (\d+) in (\S+)', frame)
+        if m:
+            return f"{m.group(3)} ({m.group(1).split('site-packages/', 1)[-1]}:{m.group(2)})"
+    return None
+
+
 class _Worker:
     """The parent's end of one worker process."""
 
@@ -178,10 +248,12 @@ class _Worker:
         import tempfile
 
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # the worker dies with this process, however it dies (SIGKILL included): shvit_edge._process
+        spec = dict(candidate.spec, parent_pid=os.getpid())
         # the worker's stderr (runtimes' logs) goes to a file: a pipe nobody reads would fill and block it
         candidate.log = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
         candidate.process = subprocess.Popen(
-            [sys.executable, "-m", "shvit_edge.bench.worker", json.dumps(candidate.spec)],
+            [sys.executable, "-m", "shvit_edge.bench.worker", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=candidate.log, text=True, env=env)
 
     @staticmethod
@@ -189,10 +261,10 @@ class _Worker:
         line = candidate.process.stdout.readline()
         if not line:
             candidate.process.wait()
-            candidate.log.seek(0)
-            tail = candidate.log.read()[-1500:].strip()
-            raise RuntimeError(f"the benchmark process ended (exit {candidate.process.returncode})"
-                               + (f": {tail.splitlines()[-1]}" if tail else ""))
+            candidate.log.seek(0, os.SEEK_END)
+            size = candidate.log.tell()
+            candidate.log.seek(max(0, size - _LOG_TAIL))
+            raise RuntimeError(worker_ended(candidate.process.returncode, candidate.log.read()))
         return json.loads(line)
 
     @staticmethod
@@ -246,14 +318,32 @@ def _summary(candidate: Candidate, baseline_p50: float | None, threads: int, pea
         doc["fraction_of_gemm_peak"] = round(gflops / peak, 3)
     if manifest is not None:
         doc["profile"] = manifest.profile
-        verification = manifest.verification or {}
-        for result in verification.get("results", []):
-            metrics = next(iter((result.get("metrics") or {}).values()), None)
-            if metrics:
-                doc["verify"] = {"status": result["status"], "cosine": metrics.get("cosine"),
-                                 "sqnr_db": metrics.get("sqnr_db"), "top1_agreement": metrics.get("top1_agreement")}
-                break
+        verify = _verify_summary(candidate)
+        if verify is not None:
+            doc["verify"] = verify
     return doc
+
+
+def _verify_summary(candidate: Candidate) -> dict | None:
+    """The manifest's verify result of the artifact, if the artifact is still the file that was verified
+    (its sha256 is the manifest's); ``{"status": "stale", "reason": ...}`` when the file changed since, so an
+    old result is never quoted for a different file."""
+    manifest = candidate.manifest
+    verification = manifest.verification or {}
+    for result in verification.get("results", []):
+        metrics = next(iter((result.get("metrics") or {}).values()), None)
+        if not metrics:
+            continue
+        # the sha256 verify ran on (recorded since schema 2), else the manifest's
+        verified = verification.get("artifact_sha256", manifest.artifact.sha256)
+        if candidate.artifact_sha256 != verified:
+            return {"status": STALE,
+                    "reason": f"the artifact changed after it was verified: its sha256 is "
+                              f"{candidate.artifact_sha256}, the verified file's was {verified}; "
+                              "verify it again"}
+        return {"status": result["status"], "cosine": metrics.get("cosine"), "sqnr_db": metrics.get("sqnr_db"),
+                "top1_agreement": metrics.get("top1_agreement")}
+    return None
 
 
 def machine_info(threads: int) -> dict:
@@ -285,6 +375,8 @@ def bench(paths, options: BenchOptions, progress: Progress | None = None) -> Ben
                                                                   for s in skipped))
     try:
         for i, candidate in enumerate(candidates):  # one at a time, so load times do not compete
+            if candidate.error is not None:  # refused while planning
+                continue
             progress(f"loading {_short(candidate)}", i, len(candidates))
             _Worker.start(candidate)
             try:

@@ -9,7 +9,9 @@ The plots are matplotlib PNGs: written beside ``report.md`` (which links them) a
 - for artifacts whose manifest records a verify result (quantized exports do): latency against the cosine of
   their output to the fp32 model, the trade a quantization mode makes.
 
-Written atomically: the files appear together, or none of them.
+Written atomically: the files appear together, or none of them. A run without results (every candidate
+failed or was skipped) still gets its report: it says so and lists why, without plots.
+:func:`check_report_dir` tells, before a benchmark runs, whether the report could be written at all.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from pathlib import Path
 
 COLOURS = {"pytorch": "#7f7f7f", "executorch": "#1f77b4", "tflite": "#ff7f0e", "onnx": "#2ca02c",
@@ -32,6 +35,33 @@ def require_matplotlib() -> None:
         from ..backends.base import MissingExtraError
 
         raise MissingExtraError("--report needs matplotlib: pip install 'shvit-edge[report]'")
+
+
+def check_report_dir(out_dir) -> Path:
+    """``out_dir`` as a Path, or :class:`~shvit_edge.errors.UsageError` when the report could not be written
+    there: it is a file, a folder that is not writable, or a folder that cannot be created (a file on its path,
+    an unwritable parent); or a report file's name in it is taken by a folder (writing would replace that
+    folder). Creates nothing: called before a benchmark runs, so a bad ``--report`` costs no benchmark."""
+    from ..errors import UsageError
+
+    out = Path(out_dir)
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"--report {out}: this is a file, not a folder")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise UsageError(f"--report {out}: this folder is not writable")
+        for name in FILES:
+            if (out / name).is_dir() and not (out / name).is_symlink():
+                raise UsageError(f"--report {out}: {out / name} is a folder; the report would replace it")
+        return out
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--report {out}: this folder cannot be created ({parent} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--report {out}: this folder cannot be created ({parent} is not writable)")
+    return out
 
 
 def _rows(doc: dict) -> list[dict]:
@@ -127,12 +157,13 @@ def _table(doc: dict) -> tuple[list[str], list[list[str]]]:
     for r in _rows(doc):
         lat = r["latency_ms"]
         ratio = r.get("ratio_to_eager")
-        cosine = (r.get("verify") or {}).get("cosine")
+        verify = r.get("verify") or {}
+        cosine = verify.get("cosine")
         body.append([_group(r), _name(r), r["runtime"], f"{lat['p50']:.2f}", f"{lat['p90']:.2f}",
                      f"{lat['p99']:.2f}", f"{lat['min']:.2f}", f"{r['throughput_ips']:.1f}",
                      "-" if ratio is None else f"{ratio:.2f}", f"{r['load_ms']:.0f}",
                      f"{r['first_inference_ms']:.1f}", "-" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f}",
-                     f"{r['gflops']:.1f}", "-" if cosine is None else f"{cosine:.5f}"])
+                     f"{r['gflops']:.1f}", f"{cosine:.5f}" if cosine is not None else verify.get("status") or "-"])
     return head, body
 
 
@@ -145,11 +176,18 @@ def _machine_line(doc: dict) -> str:
             "alternating rounds" + (f"; fp32 GEMM peak {peak:.1f} GFLOP/s" if peak else ""))
 
 
+#: what a report without results says in place of its table
+NO_RESULTS = "No results: every candidate failed or was skipped (see below)."
+
+
 def render_markdown(doc: dict, plots: dict[str, bytes]) -> str:
     head, body = _table(doc)
-    lines = ["# shvit-edge bench", "", _machine_line(doc), "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines = ["# shvit-edge bench", "", _machine_line(doc), ""]
+    if body:
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+    else:
+        lines.append(NO_RESULTS)
     lines.append("")
     for item in doc.get("skipped", []):
         lines.append(f"- skipped {item['artifact']}: {item['reason']}")
@@ -168,6 +206,10 @@ def render_html(doc: dict, plots: dict[str, bytes]) -> str:
     notes = "".join(f"<li>skipped {esc(i['artifact'])}: {esc(i['reason'])}</li>" for i in doc.get("skipped", []))
     notes += "".join(f"<li class='fail'>FAILED {esc(i['artifact'])}: {esc(i['error'])}</li>"
                      for i in doc.get("failures", []))
+    table = (f'''<table id="results"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead>
+<tbody>
+{rows}
+</tbody></table>''' if body else f'<p id="no-results">{esc(NO_RESULTS)}</p>')
     images = "\n".join(
         f'<figure><img id="plot-{Path(name).stem}" alt="{esc(name)}" '
         f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"></figure>'
@@ -185,10 +227,7 @@ figure {{ margin: 16px 0; }} img {{ max-width: 100%; border: 1px solid #ddd; }}
 <body>
 <h1>shvit-edge bench</h1>
 <p id="machine">{esc(_machine_line(doc))}</p>
-<table id="results"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead>
-<tbody>
-{rows}
-</tbody></table>
+{table}
 <ul>{notes}</ul>
 {images}
 </body></html>
@@ -199,15 +238,14 @@ def write_report(doc: dict, out_dir) -> list[Path]:
     """Write ``report.md``, ``report.html`` and the plot PNGs into ``out_dir``; the paths written."""
     from ..atomic import atomic_outputs
 
-    require_matplotlib()
-    if not _rows(doc):
-        from ..errors import UsageError
-
-        raise UsageError("--report: no results to report")
-    plots = {"latency.png": latency_plot(doc), "roofline.png": roofline_plot(doc)}
-    tradeoff = tradeoff_plot(doc)
-    if tradeoff is not None:
-        plots["tradeoff.png"] = tradeoff
+    check_report_dir(out_dir)
+    plots = {}
+    if _rows(doc):  # without results: the report says so, and has no plots
+        require_matplotlib()
+        plots = {"latency.png": latency_plot(doc), "roofline.png": roofline_plot(doc)}
+        tradeoff = tradeoff_plot(doc)
+        if tradeoff is not None:
+            plots["tradeoff.png"] = tradeoff
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "report.md", out / "report.html", *(out / name for name in plots)]

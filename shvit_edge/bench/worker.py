@@ -12,7 +12,9 @@ JSON line each way over stdin and stdout:
 - ``{"gemm": N}``: the fp32 matrix-multiply rate of this process's CPUs and threads (torch, N x N);
 - ``{"done": true}``: the answer holds the peak RSS, then the worker exits.
 
-Libraries' own prints go to stderr: stdout carries the protocol only.
+Libraries' own prints go to stderr: stdout carries the protocol only. The worker dies with its parent
+(``parent_pid`` in SPEC; :func:`shvit_edge._process.die_with_parent`), and a fatal signal (a runtime's abort)
+leaves the Python stack in its stderr (:mod:`faulthandler`), which the parent reads for the reason.
 """
 
 from __future__ import annotations
@@ -133,8 +135,22 @@ def _gemm_gflops(n: int) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
+#: where :mod:`faulthandler` writes: the log as it was at start (a runtime's load runs with descriptor 2
+#: captured, backends/_quiet.py, and a capture is lost when the process aborts)
+_crash_log = None
+
+
 def main(argv: list[str] | None = None) -> None:
+    global _crash_log
     spec = json.loads((argv or sys.argv[1:])[0])
+    # first: never outlive the bench that started this (a timed run would go on at full CPU for its --seconds)
+    from .._process import die_with_parent
+
+    die_with_parent(int(spec.get("parent_pid") or os.getppid()))
+    import faulthandler
+
+    _crash_log = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    faulthandler.enable(file=_crash_log)  # a runtime that aborts or crashes: its Python stack, for the parent
     protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)  # a library's print must not land in the protocol
 

@@ -92,6 +92,7 @@ def load_checkpoint(path, variant: str | None = None, use_ema: bool = False,
     key_layout = _key_layout(path, state)
     if key_layout == "official":
         state = remap_official_to_timm(state)
+    _require_float_weights(path, state, namer=timm_to_official_key if key_layout == "official" else None)
     dtype = _stored_dtype(state)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     num_classes, distillation = _head_facts(state)
@@ -118,6 +119,8 @@ def _read(path: Path, trust: bool):
         raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if not path.is_file():  # a FIFO would block the read, a device never end it
+        raise CheckpointError(f"{path}: not a regular file (a device, FIFO or socket is no checkpoint)")
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
@@ -346,6 +349,20 @@ def timm_to_official_key(key: str) -> str:
         return f"blocks{stage + 1}.{idx + (3 if stage else 0)}.{rest}"
     part = _TIMM_DOWNSAMPLE.get(str(idx))
     return f"blocks{stage + 1}.{part}.{rest}" if stage and part is not None else key
+
+
+def _require_float_weights(path: Path, state: dict, namer=None) -> None:
+    """Weights must be floating point: an int64, bool or complex tensor cast to float32 becomes an almost
+    all-zero model that exports and then "verifies" against an equally zero reference. Only BatchNorm's
+    ``num_batches_tracked`` counters are integers."""
+    wrong = [(k, v.dtype) for k, v in state.items()
+             if isinstance(v, torch.Tensor) and not v.is_floating_point() and not k.endswith(_BUFFER_SUFFIX)]
+    if wrong:
+        key, dtype = wrong[0]
+        name = namer(key) if namer else key
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise CheckpointError(f"{path}: {name} is {str(dtype).replace('torch.', '')}, not floating point{more}: "
+                              "weights must be float16, bfloat16, float32 or float64")
 
 
 def _stored_dtype(state: dict) -> str:

@@ -92,10 +92,12 @@ def parse_resolution(value, default: int | None = None) -> tuple[int, int]:
             h, w = nums
         else:
             raise UsageError(f"resolution {value!r} is not N or HxW (e.g. 224 or 320x192)")
+    from ..bounds import RESOLUTION_SIDE
+
     for side in (h, w):
-        if not isinstance(side, int) or side < 64 or side % 16:
-            raise UsageError(f"resolution {value!r}: each side must be a multiple of 16 and at least 64 px "
-                             "(the stem downsamples by 16 and the stages by 4 more)")
+        if isinstance(side, bool) or not isinstance(side, int) or RESOLUTION_SIDE.problem(side) or side % 16:
+            raise UsageError(f"resolution {value!r}: each side must be a multiple of 16 from {RESOLUTION_SIDE.lo} "
+                             f"to {RESOLUTION_SIDE.hi} px (the stem downsamples by 16 and the stages by 4 more)")
     return int(h), int(w)
 
 

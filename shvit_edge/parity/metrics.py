@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+#: values closer together than this fraction of the array's largest magnitude count as equal (float32 has 24
+#: bits; a runtime's rounding moves a value by far less, an input that matters moves it by far more)
+CONSTANT_RTOL = 1e-6
+
 
 @dataclass(frozen=True)
 class ParityMetrics:
@@ -22,9 +26,30 @@ class ParityMetrics:
     top5_overlap: float
     finite: bool
     samples: int
+    #: how the output does not react to its input (:func:`constancy`); empty when it does (a string either way:
+    #: readers that turn every None of a metrics record into infinity keep working)
+    output_constant: str = ""
+    #: the same of the reference: an output that ignores its input matches a reference that ignores it too
+    reference_constant: str = ""
 
     def as_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+def constancy(values) -> str | None:
+    """How ``values`` (samples first) fail to depend on the input, or None: ``"all values equal"``, or ``"the same
+    output for every input"`` (with at least 2 samples). Equal within :data:`CONSTANT_RTOL` of the largest
+    magnitude; an array holding NaN or Inf is not judged here (None)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0 or not np.isfinite(x).all():
+        return None
+    x = x.reshape(x.shape[0], -1)
+    tolerance = CONSTANT_RTOL * float(np.abs(x).max())
+    if float(np.ptp(x)) <= tolerance:
+        return "all values equal"
+    if x.shape[0] >= 2 and float(np.ptp(x, axis=0).max()) <= tolerance:
+        return f"the same output for all {x.shape[0]} inputs"
+    return None
 
 
 def compare(output, reference) -> ParityMetrics:
@@ -37,7 +62,8 @@ def compare(output, reference) -> ParityMetrics:
     out2, ref2 = out.reshape(out.shape[0], -1), ref.reshape(ref.shape[0], -1)
     if not finite:
         nan = float("nan")
-        return ParityMetrics(nan, nan, nan, nan, 0.0, 0.0, False, out.shape[0])
+        return ParityMetrics(nan, nan, nan, nan, 0.0, 0.0, False, out.shape[0],
+                             reference_constant=constancy(ref2) or "")
     diff = out2 - ref2
     denom = np.linalg.norm(out2) * np.linalg.norm(ref2)
     cosine = float(np.dot(out2.ravel(), ref2.ravel()) / denom) if denom > 0 else float(np.array_equal(out2, ref2))
@@ -49,4 +75,5 @@ def compare(output, reference) -> ParityMetrics:
     top_ref = np.argsort(-ref2, axis=1)[:, :k]
     overlap = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_out, top_ref, strict=True)]))
     return ParityMetrics(float(np.abs(diff).max()), float(np.abs(diff).mean()), cosine, sqnr, top1, overlap,
-                         True, out.shape[0])
+                         True, out.shape[0], output_constant=constancy(out2) or "",
+                         reference_constant=constancy(ref2) or "")
