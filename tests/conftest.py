@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,25 @@ onnx_int8_saturates = pytest.mark.xfail(
     not _has_int8_dot_product(), strict=False,
     reason="ONNX Runtime's int8 kernels saturate on x86 without VNNI: static int8 ONNX parity drops to ~14 dB "
            "on this host (issue 13 re-measures int8)")
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int):
+    """Fail with TimeoutError instead of hanging when the body takes longer than ``seconds`` (SIGALRM; outside
+    the main thread, where signals cannot be used, the body runs unguarded)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"took longer than {seconds} s")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def fixture_path(name: str) -> Path:

@@ -5,8 +5,6 @@ path's one-line error and nothing heavy ever runs."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from shvit_edge import bounds
 from shvit_edge.bench import usable_cpus
+from conftest import time_limit
 from shvit_edge.cli import cli
 
 MISSING = "/nonexistent-shvit-edge/model"
@@ -47,20 +46,6 @@ NUMBERISH = st.one_of(
                      "224x", "x", "16x16x16", "1e3"]),
     st.text(max_size=12),
 )
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int):
-    def fail(signum, frame):
-        raise TimeoutError(f"a case took over {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _parsed(text: str, rule: bounds.Bounds):

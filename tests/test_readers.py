@@ -4,15 +4,12 @@ reader or ends in a traceback. Every refusal is a one-line InputError naming the
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -25,32 +22,14 @@ from shvit_edge.manifest import (MAX_MANIFEST_BYTES, ArtifactRef, CheckpointRef,
                                  TensorSpec, read_manifest)
 from shvit_edge.targets import MAX_PROFILE_BYTES, Tolerance, is_plain_name, load_profile, resolve_target
 
-from conftest import ROOT
+from conftest import ROOT, time_limit
 
 BASE = (ROOT / "targets" / "host-onnx.toml").read_text()
 
 
-@contextlib.contextmanager
-def deadline(seconds: int):
-    """Fail (TimeoutError) instead of hanging when the body takes longer than ``seconds``."""
-    def expire(signum, frame):
-        raise TimeoutError(f"took longer than {seconds} s")
-
-    if threading.current_thread() is not threading.main_thread():  # pragma: no cover - signals need the main thread
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def refused(read, path, *needles: str) -> str:
     """``read(path)`` raises a one-line InputError that names ``path`` and holds every needle."""
-    with deadline(10), pytest.raises(InputError) as err:
+    with time_limit(10), pytest.raises(InputError) as err:
         read(path)
     message = str(err.value)
     assert len(message.splitlines()) == 1, message

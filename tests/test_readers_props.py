@@ -11,19 +11,18 @@ Derandomized, without an example database: CI runs the same cases every time.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
 import math
 import re
-import signal
 import tomllib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import time_limit
 from shvit_edge import bounds
 from shvit_edge.errors import InputError, UsageError
 from shvit_edge.manifest import (ArtifactRef, CheckpointRef, Manifest, Preprocessing, Quantization, TensorSpec,
@@ -37,20 +36,6 @@ CASE_SECONDS = 5
 SETTINGS = settings(max_examples=CASES, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                            HealthCheck.data_too_large, HealthCheck.large_base_example])
-
-
-@contextlib.contextmanager
-def case_timeout(seconds: int = CASE_SECONDS):
-    def expire(signum, frame):
-        raise TimeoutError(f"one case took longer than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --- what a successful read must satisfy -------------------------------------------------------------------------
@@ -86,7 +71,7 @@ def assert_refusal_is_clean(exc: BaseException, path) -> None:
 def read(reader, path, outcomes: dict):
     """``reader(path)``, or None after a clean refusal; any other outcome fails the case."""
     try:
-        with case_timeout():
+        with time_limit(CASE_SECONDS):
             result = reader(path)
     except (InputError, UsageError) as exc:
         assert_refusal_is_clean(exc, path)
