@@ -284,9 +284,6 @@ def _verify_quantized(artifacts, images: str | None, progress):
     return run_verify([a.path for a in artifacts], options, progress=progress)
 
 
-# the verify options' declared ranges (shvit_edge/bounds.py): NaN, infinities and values outside are exit 2
-
-
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--checkpoint", default=None, metavar="FILE",
@@ -359,9 +356,6 @@ def verify(paths, checkpoint, trust_checkpoint, images, samples, seed, cosine, m
         err.print(Text(f"WARNING: {warning}", style="bold yellow"))
     if any(r.status == FAIL for r in results):
         sys.exit(1)
-
-
-# the bench options' declared ranges (shvit_edge/bounds.py): NaN, infinities and values outside are exit 2
 
 
 @cli.command()
