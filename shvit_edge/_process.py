@@ -47,6 +47,14 @@ def _poll_parent() -> None:
     threading.Thread(target=watch, name="shvit-edge-parent-watch", daemon=True).start()
 
 
+def signal_name(signum: int) -> str:
+    """``SIGABRT`` for 6; ``signal N`` for a number with no name (how a dead child is described)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def parent_alive() -> bool:
     """False in a child whose parent has died (True in a process that is no such child)."""
     return _parent_pid is None or os.getppid() == _parent_pid

@@ -17,6 +17,16 @@ class                       exit  meaning
 from __future__ import annotations
 
 
+def describe_exception(exc: BaseException) -> str:
+    """A library's exception in one line: its type and first lines, without terminal colour codes (what a
+    failed target or artifact reports)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {' '.join(lines[:3])[:500]}".rstrip(": ")
+
+
 class ShvitEdgeError(Exception):
     """Base of every error shvit-edge raises on purpose."""
 

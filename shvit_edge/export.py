@@ -8,7 +8,6 @@ temporary path, then publishes the artifact and its manifest (``<artifact>.json`
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time
@@ -21,7 +20,7 @@ from . import __version__
 from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, atomic_outputs, check_stop_requested, child_path,
                      remove_stale_temporaries, sha256_of, size_of)
 from .bounds import BATCH, CALIBRATION_SAMPLES, JOBS, SEED
-from .errors import InputError, ShvitEdgeError, UsageError
+from .errors import InputError, ShvitEdgeError, UsageError, describe_exception
 from .manifest import SCHEMA_VERSION, ArtifactRef, CheckpointRef, Manifest, Preprocessing, manifest_path
 from .quantize import CALIBRATED, check_keep_float, check_mode
 from .targets import BACKENDS, DEFAULT_PROFILES, TargetProfile, resolve_target
@@ -404,7 +403,7 @@ def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOp
 def _failure(profile: TargetProfile, exc: BaseException) -> ExportFailure:
     if isinstance(exc, ShvitEdgeError):
         return ExportFailure(profile.backend, profile.name, str(exc), exc.exit_code)
-    return ExportFailure(profile.backend, profile.name, _describe(exc), 1)
+    return ExportFailure(profile.backend, profile.name, describe_exception(exc), 1)
 
 
 #: Relative conversion cost by backend (S4 on 2 cores, benchmarks/results/export_seconds.json): the
@@ -470,7 +469,7 @@ def _export_parallel(source: ModelSource, planned: list, options: ExportOptions,
                 record(futures[future], future.result())
             except Exception as exc:  # noqa: BLE001 - the worker process died (BrokenProcessPool)
                 record(futures[future], _failure(planned[futures[future]][0],
-                                                 RuntimeError(f"the export process died: {_describe(exc)}")))
+                                                 RuntimeError(f"the export process died: {describe_exception(exc)}")))
     except BaseException:
         _stop_workers()
         remove_stale_temporaries(out)
@@ -553,14 +552,7 @@ class ExportFailed(ShvitEdgeError):
     exit_code = 1
 
     def __init__(self, profile: TargetProfile, exc: BaseException):
-        super().__init__(f"{profile.backend} export for {profile.name} failed: {_describe(exc)}")
-
-
-def _describe(exc: BaseException) -> str:
-    """The exception's type and first lines, without terminal colour codes."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {' '.join(lines[:3])[:500]}".rstrip(": ")
+        super().__init__(f"{profile.backend} export for {profile.name} failed: {describe_exception(exc)}")
 
 
 def _export_one(job: ExportJob, backend, path: Path, force: bool) -> ExportedArtifact:

@@ -39,7 +39,7 @@ from . import __version__
 from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, LEGACY_FOLDER_SHA256_METHOD, TMP_PREFIX,
                      atomic_outputs, sha256_of)
 from .bounds import COSINE, FRACTION, MAX_ABS, SAMPLES, SEED, SQNR_DB, THREADS, Bounds
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, describe_exception
 from .manifest import MANIFEST_SUFFIX, Manifest, TensorSpec, manifest_path, read_manifest
 from .parity.metrics import ParityMetrics, compare
 from .targets import DEFAULT_PROFILES, TargetProfile, Tolerance, resolve_target
@@ -484,9 +484,7 @@ def _results(report, manifest: Manifest, base: dict, note: str, reference: np.nd
             try:
                 metrics = compare(report.output(run["output"]), reference)
             except Exception as exc:  # noqa: BLE001 - an output that cannot be compared is this run's result
-                from .verify_worker import describe
-
-                reason = f"the runtime failed: {describe(exc)}"
+                reason = f"the runtime failed: {describe_exception(exc)}"
             else:
                 problems = judge(metrics, tolerance)
                 found.append(VerifyResult(

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,19 +37,15 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._process import signal_name
+from .errors import describe_exception
+
 DONE = "done"
 #: a line of a dead child's output that says what went wrong (the last one is reported)
 _ERROR_LINE = re.compile(r"error|abort|fatal|fail|exception|terminat|assert|what\(\)|segmentation|fault|panic|"
                          r"killed|out of memory", re.IGNORECASE)
 #: ... unless it is a warning (glog's ``W1202 06:05:48`` prefix, Python's warnings)
 _WARNING_LINE = re.compile(r"^W\d{4} |warning|deprecat", re.IGNORECASE)
-
-
-def describe(exc: BaseException) -> str:
-    """The exception's type and first lines, without terminal colour codes."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {' '.join(lines[:3])[:500]}".rstrip(": ")
 
 
 class _Status:
@@ -138,7 +133,7 @@ def _work(request: dict, status: _Status) -> None:
                 np.save(Path(request["outputs"]) / name, np.asarray(out), allow_pickle=False)
                 run["output"] = name
         except Exception as exc:  # noqa: BLE001 - the runtime's own failure is this run's result
-            run["error"] = describe(exc)
+            run["error"] = describe_exception(exc)
         status.write()
 
 
@@ -153,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _work(request, status)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which judges
-        status.doc["error"] = describe(exc)
+        status.doc["error"] = describe_exception(exc)
     status.stage(DONE)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -179,11 +174,7 @@ class ChildReport:
         """Why the child gave no result for the step it was in: it crashed (a signal), or exited early."""
         rc = self.returncode
         if rc < 0:
-            try:
-                name = signal.Signals(-rc).name
-            except ValueError:
-                name = f"signal {-rc}"
-            what = f"the runtime crashed: killed by {name}"
+            what = f"the runtime crashed: killed by {signal_name(-rc)}"
         elif rc == 0:
             what = "the runtime process ended without a result"
         else:

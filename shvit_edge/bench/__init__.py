@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import re
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
+from .._process import signal_name
 from ..bounds import ITERATIONS, ROUNDS, SECONDS, THREADS, WARMUP
 from ..errors import InputError, UsageError
 
@@ -204,10 +204,7 @@ def worker_ended(returncode: int, log: str) -> str:
     it), then the log's last lines that look like an error, if any. A warning is never taken for the reason
     (the last line of a dead worker's log is often a library's warning from long before it died)."""
     if returncode is not None and returncode < 0:
-        try:
-            how = f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            how = f"was killed by signal {-returncode}"
+        how = f"was killed by {signal_name(-returncode)}"
     else:
         how = f"exited with code {returncode}"
     lines = [line.strip() for line in log.splitlines()]
