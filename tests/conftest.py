@@ -95,6 +95,13 @@ def official_pth() -> Path:
 
 
 @pytest.fixture(scope="session")
+def calibrated_pth() -> Path:
+    """The S1 checkpoint that reacts to its input (each photo its own class by 4 logits): what parity,
+    quantization and preprocessing are judged on. ``official_pth`` is for loading and layouts only."""
+    return fixture_path("shvit_s1_calibrated.pth")
+
+
+@pytest.fixture(scope="session")
 def timm_safetensors() -> Path:
     return fixture_path("shvit_s1_official.timm.safetensors")
 
@@ -110,6 +117,48 @@ def s1_source(official_pth):
     from shvit_edge.export import load_source
 
     return load_source(variant=None, checkpoint=str(official_pth))
+
+
+@pytest.fixture(scope="session")
+def calibrated_source(calibrated_pth):
+    """``shvit_s1_calibrated`` loaded for export, checked once to react to the photos (:func:`assert_reacts`)."""
+    from shvit_edge.export import load_source
+
+    source = load_source(variant=None, checkpoint=str(calibrated_pth))
+    assert_reacts(source.deploy_model(), photo_inputs())
+    return source
+
+
+def photo_inputs():
+    """The five fixture photos through timm's evaluation transform at 224 (float32 (5, 3, 224, 224), from the
+    fixtures: independent of this project's image code)."""
+    import numpy as np
+
+    return torch.from_numpy(np.load(fixture_path("shvit_s1_calibrated.inputs.npy")))
+
+
+#: the largest cosine a reference's output on a real input may have with its output on an all-zero input
+REACTS_BELOW_COSINE = 0.9
+
+
+@torch.no_grad()
+def assert_reacts(model, inputs) -> None:
+    """The guard every parity and quantization test stands on: ``model`` (a callable on a float tensor) must
+    react to ``inputs``, or an artifact that ignored its input would pass. Each input's output must have cosine
+    below :data:`REACTS_BELOW_COSINE` with the output on an all-zero input of the same shape, and the inputs
+    must not all get the same output. ``shvit_s1_official`` fails it (cosine 0.9999); ``shvit_s1_calibrated``
+    gives 0.03-0.35 on the photos."""
+    inputs = torch.as_tensor(inputs, dtype=torch.float32)
+    outputs = torch.as_tensor(model(inputs)).reshape(len(inputs), -1).double()
+    zero = torch.as_tensor(model(torch.zeros_like(inputs[:1]))).reshape(1, -1).double()
+    cosines = torch.nn.functional.cosine_similarity(outputs, zero.expand_as(outputs), dim=1)
+    worst = float(cosines.max())
+    assert worst < REACTS_BELOW_COSINE, (
+        f"the reference barely reacts to its input: output cosine {worst:.4f} with its output on zeros "
+        f"(must be < {REACTS_BELOW_COSINE}); a parity check on it could pass an artifact that ignores its input")
+    if len(inputs) > 1:
+        assert not torch.allclose(outputs, outputs[:1].expand_as(outputs), rtol=1e-3, atol=1e-3 * float(
+            outputs.abs().max())), "the reference gives every input the same output"
 
 
 @pytest.fixture(scope="session")
