@@ -307,13 +307,15 @@ def judge(metrics: ParityMetrics, tolerance: Tolerance) -> list[str]:
         return [*problems, "NaN or Inf in the output"]
     if metrics.output_constant:
         problems.append(f"the artifact's output does not depend on its input ({metrics.output_constant})")
-    if metrics.cosine < tolerance.cosine:
+    # each check is written as "not within", so a NaN metric (a NaN in the reference: ``finite`` is the output's)
+    # fails it; every comparison with NaN is False, and ``nan > bar`` would pass
+    if not metrics.cosine >= tolerance.cosine:
         problems.append(f"cosine {metrics.cosine:.6f} < {tolerance.cosine}")
-    if metrics.max_abs > tolerance.max_abs:
+    if not metrics.max_abs <= tolerance.max_abs:
         problems.append(f"max abs {metrics.max_abs:.3g} > {tolerance.max_abs}")
-    if metrics.top1_agreement < tolerance.top1_agreement:
+    if not metrics.top1_agreement >= tolerance.top1_agreement:
         problems.append(f"top-1 agreement {metrics.top1_agreement:.3f} < {tolerance.top1_agreement}")
-    if tolerance.sqnr_db is not None and metrics.sqnr_db < tolerance.sqnr_db:
+    if tolerance.sqnr_db is not None and not metrics.sqnr_db >= tolerance.sqnr_db:
         problems.append(f"SQNR {metrics.sqnr_db:.1f} dB < {tolerance.sqnr_db} dB")
     return problems
 
