@@ -50,6 +50,11 @@ class TensorSpec:
     dynamic_axes: tuple[int, ...] = ()
 
 
+#: the colour orders images are read in (Pillow's modes) and where normalization happens
+COLORS = ("RGB",)
+APPLIED = ("none", "in-model")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How an RGB image in 0..255 becomes the input tensor: ``(pixel * scale - mean) / std``, per channel,
@@ -188,6 +193,12 @@ def _check(m: Manifest, path: Path) -> None:
     if m.quantization is not None and m.quantization.mode not in TOLERANCE_CLASS:
         raise InputError(f"{path}: quantization.mode {quoted(m.quantization.mode)} is not one of "
                          f"{', '.join(TOLERANCE_CLASS)}")
+    if m.preprocessing.color not in COLORS:
+        raise InputError(f"{path}: preprocessing.color {quoted(m.preprocessing.color)} is not one of "
+                         f"{', '.join(COLORS)}")
+    if m.preprocessing.applied not in APPLIED:
+        raise InputError(f"{path}: preprocessing.applied {quoted(m.preprocessing.applied)} is not one of "
+                         f"{', '.join(APPLIED)}")
     if not is_plain_file_name(m.artifact.file):
         raise InputError(f"{path}: artifact.file {quoted(m.artifact.file)} is not a plain file name")
     if not m.inputs:

@@ -453,7 +453,24 @@ def _verify_artifact(artifact: Path, plan: _Plan, options: VerifyOptions, refere
     if output.layout == "classifier":
         reference = _softmax(reference)
     counts = f"{len(inputs.images)} images + {options.samples} random inputs"
+    _check_against_reference(report, source, manifest)
     return _results(report, manifest, base, note, reference, plan.tolerance, output.name, counts), source
+
+
+def _check_against_reference(report, source, manifest: Manifest) -> None:
+    """Adds to the child's structural problems what the backend finds comparing the weights the child read
+    (``weights_for_reference``) with the reference model (``reference_problems``): e.g. Core ML's 1/std fold."""
+    from .backends.base import get_backend
+
+    structure = report.status.get("structure")
+    arrays = (structure or {}).get("arrays") or {}
+    if not arrays or structure["problems"]:
+        return
+    backend = get_backend(manifest.target)
+    found = backend.reference_problems({k: report.output(v) for k, v in arrays.items()}, source, manifest)
+    structure["problems"].extend(found)
+    if not found:
+        structure["facts"]["matching the reference model:"] = ", ".join(arrays)
 
 
 def _results(report, manifest: Manifest, base: dict, note: str, reference: np.ndarray, tolerance: Tolerance,

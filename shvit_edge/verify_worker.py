@@ -12,7 +12,9 @@ JSON), ``manifest_path``, ``threads``, ``compute_units`` (a list for Core ML, el
 ``.npy`` per run). The status is rewritten (atomically) after every step, with the step about to run in
 ``stage``, so a process that dies leaves behind what it finished and where it died:
 
-- ``structure``: ``{"problems": [...], "facts": {...}}`` of the backend's structural check (if it has one);
+- ``structure``: ``{"problems": [...], "facts": {...}, "arrays": {...}}`` of the backend's structural check (if
+  it has one); ``arrays`` names the ``.npy`` files (in ``outputs``) of the weights the backend's
+  ``weights_for_reference`` gives, which the parent checks against the reference model (``reference_problems``);
 - ``cannot_run_here``: why this machine cannot run the artifact, or null;
 - ``runs``: per compute-unit setting (one entry, ``compute_units`` null, for other backends) the runtime's name,
   the input the runtime itself reports (``name``, ``shape``, ``dtype``), the ``output`` file and ``error``;
@@ -105,9 +107,16 @@ def _work(request: dict, status: _Status) -> None:
     if hasattr(backend, "structural_problems"):
         status.stage("running the structural check")
         problems, facts = backend.structural_problems(path, manifest)
-        status.doc["structure"] = {"problems": [str(p) for p in problems], "facts": dict(facts)}
+        status.doc["structure"] = {"problems": [str(p) for p in problems], "facts": dict(facts), "arrays": {}}
         if problems:
             return
+    if status.doc["structure"] is not None and hasattr(backend, "weights_for_reference"):
+        status.stage("reading the weights checked against the reference")
+        for key, value in backend.weights_for_reference(path, manifest).items():
+            name = f"structure_{len(status.doc['structure']['arrays'])}.npy"
+            np.save(Path(request["outputs"]) / name, np.asarray(value), allow_pickle=False)
+            status.doc["structure"]["arrays"][key] = name
+        status.write()
     status.stage("asking whether it can run here")
     status.doc["cannot_run_here"] = backend.cannot_run_here(path, manifest)
     if status.doc["cannot_run_here"] is not None:
@@ -251,6 +260,8 @@ class RuntimeChild:
         for run in status.get("runs", []):
             if run.get("output"):
                 outputs[run["output"]] = np.load(self.folder / "outputs" / run["output"], allow_pickle=False)
+        for name in ((status.get("structure") or {}).get("arrays") or {}).values():
+            outputs[name] = np.load(self.folder / "outputs" / name, allow_pickle=False)
         crashed = returncode != 0 or status.get("stage") != DONE
         last_error = _last_error(self.folder / "log.txt", int(status.get("log_offset") or 0)) if crashed else ""
         return ChildReport(status, returncode, outputs, last_error)

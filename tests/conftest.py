@@ -60,6 +60,50 @@ def time_limit(seconds: int):
         signal.signal(signal.SIGALRM, previous)
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder ``build(folder)`` fills, built once for the whole session even under pytest-xdist, where every
+    worker has its own session fixtures: the first worker to ask builds it under a file lock in the run's shared
+    temporary folder, the others wait and reuse it (pytest-xdist's documented recipe). An export of all four
+    targets takes about 75 s here; built per worker it was built three times. Tests must not write into it:
+    copy it first (verify writes manifests)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+def copy_folder(folder: Path, tmp_path: Path, name: str = "artifacts") -> Path:
+    """A private copy of a folder of artifacts (verify writes the manifests)."""
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / name, symlinks=True))
+
+
+@pytest.fixture(scope="session")
+def untrained_s1_64(tmp_path_factory) -> Path:
+    """Untrained S1 (seed 0) at 64x64 for every target, in one folder, built once per run (:func:`built_once`):
+    for latency, robustness and structure tests, where the weights do not matter. Copy before writing."""
+    def build(folder: Path) -> None:
+        from shvit_edge.export import ExportOptions, export, load_source, resolve_targets
+
+        source = load_source(variant="shvit_s1", checkpoint=None)
+        report = export(source, resolve_targets("all"), ExportOptions(resolution=(64, 64)), folder, jobs=1)
+        assert not report.failures, report.failures
+
+    return built_once(tmp_path_factory, "untrained_s1_64", build)
+
+
 def fixture_path(name: str) -> Path:
     path = FIXTURES / name
     if not path.exists():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import child_pids, is_running
+from conftest import copy_folder, child_pids, is_running
 from shvit_edge.cli import cli
 
 SCHEMA = Path(__file__).resolve().parent.parent / "shvit_edge" / "schemas" / "bench.schema.json"
@@ -20,15 +20,16 @@ FAST = ["--iterations", "6", "--rounds", "2", "--warmup", "1"]
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """S1 (untrained: latency does not depend on the weights) at 64x64 for every target."""
-    from shvit_edge.export import ExportOptions, export, load_source, resolve_targets
+def artifacts(untrained_s1_64, tmp_path_factory):
+    """S1 (untrained: latency does not depend on the weights) at 64x64 for every target: a private copy."""
+    from shvit_edge.manifest import read_manifest
 
-    folder = tmp_path_factory.mktemp("bench")
-    source = load_source(variant="shvit_s1", checkpoint=None)
-    report = export(source, resolve_targets("all"), ExportOptions(resolution=(64, 64)), folder)
-    assert not report.failures, report.failures
-    return folder, {a.target: a.path for a in report.artifacts}
+    folder = copy_folder(untrained_s1_64, tmp_path_factory.mktemp("bench"))
+    paths = {}
+    for manifest in folder.glob("*.json"):
+        artifact = manifest.with_name(manifest.name[:-len(".json")])
+        paths[read_manifest(manifest).target] = artifact
+    return folder, paths
 
 
 @pytest.fixture(scope="module")

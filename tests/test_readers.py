@@ -274,6 +274,8 @@ def _set(*keys_and_value):
     (_set("checkpoint", "seed", 2 ** 32), ("checkpoint.seed must be",)),
     (_set("quantization", "calibration_count", 10_001), ("quantization.calibration_count must be",)),
     (_set("preprocessing", "resize", 0), ("preprocessing.resize must be",)),
+    (_set("preprocessing", "color", "BGR"), ("preprocessing.color 'BGR' is not one of RGB",)),
+    (_set("preprocessing", "applied", "on-device"), ("preprocessing.applied 'on-device'",)),
     (_set("quantization", "mode", "int3"), ("quantization.mode 'int3'",)),
     (_set("target", "tvm"), ("target 'tvm'",)),
     (_set("precision", "fp8"), ("precision 'fp8'",)),

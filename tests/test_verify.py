@@ -19,20 +19,22 @@ from shvit_edge.images import list_images, load_pixels, normalize
 from shvit_edge.manifest import Preprocessing, read_manifest
 from shvit_edge.targets import resolve_target
 
-from conftest import randomize
+from conftest import built_once, randomize
 
 RESULT_KEYS = {"artifact", "target", "runtime", "status", "metrics", "tolerances", "reason"}
 
 
 @pytest.fixture(scope="session")
-def exported(official_pth, tmp_path_factory):
-    """S1 from the fixture checkpoint as Core ML, ONNX and TFLite artifacts (ExecuTorch is verified in the
-    export tests), in one folder."""
-    folder = tmp_path_factory.mktemp("exported")
-    source = load_source(variant=None, checkpoint=str(official_pth))
-    report = export(source, resolve_targets("coreml,onnx,tflite"), ExportOptions(resolution=(224, 224)), folder)
-    assert not report.failures, report.failures
-    return folder
+def exported(calibrated_pth, tmp_path_factory):
+    """S1 from the fixture checkpoint that reacts to its input as Core ML, ONNX and TFLite artifacts (ExecuTorch
+    is verified in the export tests), in one folder, built once per run (shared: tests copy it)."""
+    def build(folder):
+        source = load_source(variant=None, checkpoint=str(calibrated_pth))
+        report = export(source, resolve_targets("coreml,onnx,tflite"), ExportOptions(resolution=(224, 224)), folder,
+                        jobs=1)
+        assert not report.failures, report.failures
+
+    return built_once(tmp_path_factory, "verify_s1_calibrated_224", build)
 
 
 @pytest.fixture

@@ -36,14 +36,11 @@ OFF_MAC = sys.platform != "darwin"
 
 
 @pytest.fixture(scope="session")
-def four(tmp_path_factory):
-    """Untrained S1 (seed 0) at 64x64 for every target, in one folder: exported once, copied per test."""
-    folder = tmp_path_factory.mktemp("four")
-    source = load_source(variant="shvit_s1", checkpoint=None)
-    report = export(source, resolve_targets(",".join(TARGETS)), ExportOptions(resolution=(64, 64)), folder, jobs=1)
-    assert not report.failures, report.failures
-    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".json")) == sorted(NAMES.values())
-    return folder
+def four(untrained_s1_64):
+    """Untrained S1 (seed 0) at 64x64 for every target, in one folder (shared: copy before writing)."""
+    assert sorted(p.name for p in untrained_s1_64.iterdir() if not p.name.endswith(".json")) == \
+        sorted(NAMES.values())
+    return untrained_s1_64
 
 
 @pytest.fixture(scope="session")

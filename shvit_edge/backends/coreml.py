@@ -30,6 +30,7 @@ package, with the mode's bit width.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections import Counter
 from pathlib import Path
@@ -649,6 +650,161 @@ def _compression_problems(path, manifest) -> tuple[list[str], dict]:
     return problems, facts
 
 
+def image_preprocessing(path) -> dict | None:
+    """What the package does to its image input's pixels before the first conv, read from its program (no Core
+    ML runtime needed): ``color`` (the ImageType's color space), per-channel ``scale`` and ``bias`` of the affine
+    map ``pixel * scale + bias`` the ops between the input and the first conv compute (coremltools writes an
+    ImageType's scale and bias as ``mul`` and ``add`` ops on the input), and ``first_conv``: the op name and its
+    ``weight`` and ``bias`` as float32 arrays (None where one is not a constant), or None if something other
+    than a cast, a quantize/dequantize pair or a constant ``mul``/``add``/``sub`` comes between the input and a
+    conv (``stopped_at`` names it). None for a package without an image input."""
+    import numpy as np
+
+    with quiet():
+        import coremltools as ct
+        from coremltools.proto import FeatureTypes_pb2
+
+    spec = ct.utils.load_spec(str(path))
+    images = [f for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"]
+    if not images:
+        return None
+    (image,) = images
+    color = FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.type.imageType.colorSpace)
+    channels = 1 if color == "GRAYSCALE" else 3
+    function = _program(path).functions["main"]
+    chain = function.inputs[image.name]
+    scale, bias = np.ones(channels), np.zeros(channels)
+    found = {"color": color, "first_conv": None, "stopped_at": None}
+
+    def constant(var):
+        value = None if var is None else var.val
+        return None if value is None else np.broadcast_to(np.asarray(value, np.float64).reshape(-1), (channels,))
+
+    for op in function.operations:
+        inputs = [v for v in op.inputs.values() if not isinstance(v, (list, tuple))]
+        if not any(v is chain for v in inputs):
+            continue
+        x, y = op.inputs.get("x"), op.inputs.get("y")
+        other = y if x is chain else x
+        c = constant(other) if op.op_type in ("mul", "add", "sub") else None
+        if (op.op_type == "cast" and x is chain) or \
+                (op.op_type in ("quantize", "dequantize") and op.inputs.get("input") is chain):
+            pass  # a dtype change, or w8a8's int8 round trip of the activation (identity up to rounding)
+        elif op.op_type == "conv" and x is chain:
+            found["first_conv"] = {"name": op.name, "weight": _constant_value(op.inputs.get("weight")),
+                                   "bias": _constant_value(op.inputs.get("bias"))}
+            break
+        elif c is not None and op.op_type == "mul":
+            scale, bias = scale * c, bias * c
+        elif c is not None and op.op_type == "add":
+            bias = bias + c
+        elif c is not None and op.op_type == "sub":
+            scale, bias = (scale, bias - c) if x is chain else (-scale, c - bias)
+        else:
+            found["stopped_at"] = f"{op.op_type} {op.name}"
+            break
+        chain = op.outputs[0]
+    return {**found, "scale": scale.tolist(), "bias": bias.tolist()}
+
+
+@functools.lru_cache(maxsize=2)
+def _image_preprocessing_once(path: str, mtime_ns: int, size: int):
+    return image_preprocessing(path)
+
+
+def _constant_value(var):
+    """A weight's values as float32: a constant's, or a compressed constant's decompressed ones; None otherwise."""
+    import numpy as np
+
+    if var is None:
+        return None
+    value = var.val
+    if value is None and var.op is not None and var.op.op_type.startswith("constexpr_"):
+        with contextlib.suppress(Exception):  # an op whose decompression coremltools cannot do: not checked
+            value = var.op.materialized_val_inference()
+    return None if value is None else np.asarray(value, np.float32)
+
+
+def _preprocessing_problems(path, manifest) -> tuple[list[str], dict, dict]:
+    """Whether the normalization a package with ``preprocessing.applied == "in-model"`` does matches its manifest:
+    the image input's color space, its scale and its bias (``-mean``; the sign matters), and a first conv to fold
+    1/std into. The problems, the facts, and the first conv's weights for :func:`reference_problems`."""
+    import numpy as np
+
+    pre = manifest.preprocessing
+    stat = Path(path).stat()  # the structural check and weights_for_reference read the program once
+    found = _image_preprocessing_once(str(path), stat.st_mtime_ns, stat.st_size)
+    if found is None:
+        return ["the manifest says normalization is built into the model, but the package has no image input"], {}, {}
+    problems = []
+    if found["color"] != pre.color:
+        problems.append(f"the image input's color space is {found['color']}, the manifest says {pre.color}")
+    channels = len(found["scale"])
+    want_scale, want_bias = np.full(channels, pre.scale), -np.asarray(pre.mean[:channels], np.float64)
+    if not np.allclose(found["scale"], want_scale, rtol=1e-5, atol=0):
+        problems.append(f"the image input scales pixels by {_numbers(found['scale'])}, the manifest says "
+                        f"{pre.scale:.6g}")
+    if not np.allclose(found["bias"], want_bias, rtol=1e-5, atol=1e-7):
+        problems.append(f"the image input's bias is {_numbers(found['bias'])}; the manifest's mean "
+                        f"{_numbers(pre.mean)} needs {_numbers(want_bias)}")
+    conv = found["first_conv"]
+    if conv is None:
+        problems.append("no conv takes the image input directly, so 1/std cannot have been folded into one "
+                        f"({found['stopped_at'] or 'the input feeds no conv'})")
+    facts = {"image preprocessing": f"{found['color']}, pixel * {_numbers(found['scale'])} + {_numbers(found['bias'])}"}
+    arrays = {}
+    if conv is not None:
+        arrays = {f"first_conv.{k}": conv[k] for k in ("weight", "bias") if conv[k] is not None}
+    return problems, facts, arrays
+
+
+def _numbers(values) -> str:
+    values = [float(v) for v in values]
+    return f"{values[0]:.6g}" if len(set(values)) == 1 else "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+
+
+def weights_for_reference(path, manifest) -> dict:
+    """The package's weights that :func:`reference_problems` checks against the reference model (run beside
+    the structural check, where the runtime library lives): the first conv's, when normalization is built in."""
+    if manifest.preprocessing.applied != "in-model":
+        return {}
+    return _preprocessing_problems(path, manifest)[2]
+
+
+#: how far the package's first conv weights may be from the reference's divided by std, relative to the
+#: largest reference weight: fp16 storage moves a weight by at most 2^-11 of itself, int8 per-channel (w8a8)
+#: by 1/254 of its channel's largest; a missing 1/std fold moves them by a factor 1/std (4.4 for ImageNet's)
+FOLDED_WEIGHT_TOLERANCE = 0.02
+
+
+def reference_problems(arrays: dict, source, manifest) -> list[str]:
+    """Whether 1/std is folded into the package's first conv: its weights must be the reference model's
+    (reparameterized without the fold) divided by std per input channel, and its bias the reference's."""
+    import numpy as np
+    import torch
+
+    if "first_conv.weight" not in arrays:
+        return []
+    conv = next(m for m in source.deploy_model().modules() if isinstance(m, torch.nn.Conv2d))
+    std = np.asarray(manifest.preprocessing.std, np.float32).reshape(1, -1, 1, 1)
+    expected = {"weight": conv.weight.detach().numpy() / std[:, :conv.weight.shape[1]],
+                "bias": None if conv.bias is None else conv.bias.detach().numpy()}
+    problems = []
+    for key in ("weight", "bias"):
+        got, want = arrays.get(f"first_conv.{key}"), expected[key]
+        if got is None or want is None:
+            continue
+        if got.shape != want.shape:
+            problems.append(f"the first conv's {key} has shape {list(got.shape)}, the reference's {list(want.shape)}")
+            continue
+        error, bar = float(np.max(np.abs(got - want))), FOLDED_WEIGHT_TOLERANCE * float(np.max(np.abs(want)))
+        if not error <= bar:
+            what = ("weights are not the reference's divided by the manifest's std (1/std is not folded in, or "
+                    "folded wrongly)" if key == "weight" else "bias is not the reference's")
+            problems.append(f"the first conv's {what}: largest difference {error:.4g}, allowed {bar:.4g}")
+    return problems
+
+
 #: compute-unit settings of a profile's ``compute_units`` -> coremltools ``ComputeUnit`` names
 COMPUTE_UNITS = {"cpu_only": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_GPU", "cpu_and_ne": "CPU_AND_NE", "all": "ALL"}
 
@@ -702,6 +858,13 @@ def structural_problems(path, manifest) -> tuple[list[str], dict]:
         problems.append(f"compressed weights ({', '.join(compressed)}) in a package its manifest says is not quantized")
     if manifest.quantization is not None:
         found, more = _compression_problems(path, manifest)
+        problems.extend(found)
+        facts.update(more)
+    if manifest.preprocessing.applied == "in-model":
+        try:
+            found, more, _ = _preprocessing_problems(path, manifest)
+        except Exception as exc:  # noqa: BLE001 - a program coremltools cannot read is the finding
+            found, more = [f"the program does not load ({type(exc).__name__}: {exc})"], {}
         problems.extend(found)
         facts.update(more)
     return problems, facts
