@@ -47,6 +47,15 @@ class ExportOptions:
     calibration_samples: int = 32
     #: deploy-model layers (module names, as ``quantize-report`` prints them) left in float by --quantize
     keep_float: tuple[str, ...] = ()
+    #: fill the calibration up to ``calibration_samples`` with random crops and flips of the folder's images
+    #: (off by default: it lowered int8 SQNR on every backend, benchmarks/int8_ladder.py)
+    calibration_augment: bool = False
+    #: the quantizer's range estimation (None: the backend's default, :data:`quantize.CALIBRATION_METHODS`)
+    calibration_method: str | None = None
+    #: data-free transforms of the deploy model before int8 quantization (:data:`quantize.DFQ_CHOICES`)
+    dfq: str = "default"
+    #: ONNX static int8: ORT's ``reduce_range`` (7-bit weights, for x86 CPUs without VNNI)
+    reduce_range: bool = False
 
 
 @dataclass
@@ -66,35 +75,43 @@ class ModelSource:
     _deploy: dict = field(default_factory=dict)
     _programs: dict = field(default_factory=dict)
 
-    def deploy_model(self, fold_std: bool = False, layout: str = "nchw"):
+    def deploy_model(self, fold_std: bool = False, layout: str = "nchw", transforms: tuple[str, ...] = ()):
         """The reparameterized, export-friendly model, fused once per ``fold_std`` and shared. ``fold_std``:
         1/std folded into the first conv (for inputs that subtract only the mean); ``layout="nhwc"``: the same
-        model behind a wrapper that takes NHWC and permutes inside."""
-        if fold_std not in self._deploy:
-            from .models.reparam import reparameterize
+        model behind a wrapper that takes NHWC and permutes inside; ``transforms``: data-free quantization
+        transforms applied to it (:func:`~shvit_edge.models.dfq.apply`)."""
+        key = (fold_std, tuple(transforms))
+        if key not in self._deploy:
+            if transforms:
+                from .models.dfq import apply
 
-            self._deploy[fold_std] = reparameterize(self.model, input_std=self.std if fold_std else None)
-        fused = self._deploy[fold_std]
+                self._deploy[key] = apply(self.deploy_model(fold_std), self.model, transforms)
+            else:
+                from .models.reparam import reparameterize
+
+                self._deploy[key] = reparameterize(self.model, input_std=self.std if fold_std else None)
+        fused = self._deploy[key]
         if layout == "nhwc":
             from .models.deploy import ChannelsLastInput
 
             return ChannelsLastInput(fused).eval()
         return fused
 
-    def exported_program(self, example, dynamic_batch: bool = False):
-        """``torch.export`` of the deploy model, captured once per input shape and shared; each caller gets its
-        own copy, since lowering (ExecuTorch's, for one) rewrites the program it is given."""
+    def exported_program(self, example, dynamic_batch: bool = False, transforms: tuple[str, ...] = ()):
+        """``torch.export`` of the deploy model (with ``transforms``), captured once per input shape and shared;
+        each caller gets its own copy, since lowering (ExecuTorch's, for one) rewrites the program it is given."""
         import copy
 
         import torch
 
-        key = (tuple(example.shape), dynamic_batch)
+        key = (tuple(example.shape), dynamic_batch, tuple(transforms))
         if key not in self._programs:
             dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
             if dynamic_batch and example.shape[0] == 1:  # batch 1 would specialise the dimension
                 example = example.expand(2, *example.shape[1:]).contiguous()
             with torch.no_grad():
-                self._programs[key] = torch.export.export(self.deploy_model(), (example,), dynamic_shapes=dynamic)
+                self._programs[key] = torch.export.export(self.deploy_model(transforms=transforms), (example,),
+                                                          dynamic_shapes=dynamic)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, when copying
             return copy.deepcopy(self._programs[key])
@@ -145,8 +162,30 @@ class ExportJob:
         """The calibration inputs of a calibrated --quantize mode, preprocessed for this job's input."""
         from .quantize import calibration_inputs
 
+        from .quantize import AUGMENTED_BACKENDS
+
+        augment = self.options.calibration_augment and self.profile.backend in AUGMENTED_BACKENDS
         return calibration_inputs(self.options.calibration, self.options.calibration_samples, self.resolution,
-                                  self.preprocessing())
+                                  self.preprocessing(), augment=augment, progress=self.progress)
+
+    def calibration_method(self) -> str | None:
+        """The range estimation this job's quantizer uses (see :data:`quantize.CALIBRATION_METHODS`)."""
+        from .quantize import resolve_calibration_method
+
+        return resolve_calibration_method(self.profile.backend, self.options.quantize, self.options.calibration_method)
+
+    def transforms(self) -> tuple[str, ...]:
+        """The data-free transforms applied to this job's deploy model (see :func:`quantize.resolve_dfq`)."""
+        from .quantize import resolve_dfq
+
+        return resolve_dfq(self.profile.backend, self.options.quantize, self.options.dfq)
+
+    def deploy_model(self, layout: str = "nchw"):
+        """The deploy model this job converts: the source's, with :meth:`transforms` applied."""
+        return self.source.deploy_model(layout=layout, transforms=self.transforms())
+
+    def exported_program(self, example, dynamic_batch: bool = False):
+        return self.source.exported_program(example, dynamic_batch=dynamic_batch, transforms=self.transforms())
 
     def calibration_batches(self, calibration):
         """``calibration``'s inputs in this job's batch, with progress (see :func:`quantize.calibration_batches`)."""
@@ -159,7 +198,10 @@ class ExportJob:
         from .manifest import Quantization
 
         source, count = (calibration.source, calibration.count) if calibration is not None else (None, 0)
-        return Quantization(self.options.quantize, source, count, keep_float=self.options.keep_float)
+        return Quantization(self.options.quantize, source, count, keep_float=self.options.keep_float,
+                            calibration_augmented=calibration.augmented if calibration is not None else 0,
+                            calibration_method=self.calibration_method() if calibration is not None else None,
+                            transforms=self.transforms())
 
     def example_input(self, layout: str = "nchw", seed: int = 0):
         import torch
@@ -333,6 +375,16 @@ def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> Non
                          "or --calibration random")
     if options.keep_float and not options.quantize:
         raise UsageError("--keep-float applies with --quantize")
+    from .quantize import resolve_calibration_method, resolve_dfq
+
+    for profile in profiles:
+        resolve_dfq(profile.backend, options.quantize, options.dfq)
+        if options.calibration_method is not None and len(profiles) == 1:
+            resolve_calibration_method(profile.backend, options.quantize, options.calibration_method)
+    if options.calibration_method is not None and len(profiles) > 1:
+        raise UsageError("--calibration-method names one backend's method: export one target at a time")
+    if options.reduce_range and not (options.quantize == "int8" and {p.backend for p in profiles} == {"onnx"}):
+        raise UsageError("--reduce-range applies to --quantize int8 on the onnx target")
     if options.calibration is not None:  # before any conversion starts
         if options.quantize not in CALIBRATED:
             raise UsageError("--calibration applies to a calibrated --quantize mode "

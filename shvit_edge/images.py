@@ -190,3 +190,44 @@ def _eight_bit(image):
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def augmented_pixels(paths, resolution: tuple[int, int], preprocessing: Preprocessing, count: int, seed: int = 0,
+                     scale: tuple[float, float] = (0.25, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                     progress=None) -> np.ndarray:
+    """uint8 (count, 3, H, W): seeded random resized crops of the images (torchvision's ``RandomResizedCrop``
+    sampling: an area fraction in ``scale`` and an aspect ratio in ``ratio``, log-uniform, resized bicubic to
+    H x W), each flipped horizontally with probability 1/2. The images are taken in turn; ``progress`` gets
+    ``(done, count)`` before each crop."""
+    from PIL import Image
+
+    h, w = resolution
+    rng = np.random.default_rng(seed)
+    out = np.empty((count, 3, h, w), dtype=np.uint8)
+    decoded = {}
+    for i in range(count):
+        if progress is not None:
+            progress(i, count)
+        path = Path(paths[i % len(paths)])
+        if path not in decoded:
+            with _open_image(path) as image:
+                try:
+                    decoded[path] = _converted(image, preprocessing.color)
+                except _UNREADABLE as exc:
+                    raise InputError(f"{path}: cannot read the image ({_one_line(exc)})") from None
+        image = decoded[path]
+        iw, ih = image.size
+        box = (0, 0, iw, ih)
+        for _ in range(10):
+            area = iw * ih * rng.uniform(*scale)
+            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+            cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if 0 < cw <= iw and 0 < ch <= ih:
+                left, top = int(rng.integers(0, iw - cw + 1)), int(rng.integers(0, ih - ch + 1))
+                box = (left, top, left + cw, top + ch)
+                break
+        crop = image.resize((w, h), Image.Resampling.BICUBIC, box=box)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out[i] = np.asarray(crop, dtype=np.uint8).transpose(2, 0, 1)
+    return out

@@ -92,6 +92,14 @@ class Quantization:
     calibration_count: int = field(default=0, metadata=CALIBRATION_COUNT.meta)
     #: deploy-model layers left in float (``--keep-float``)
     keep_float: tuple[str, ...] = ()
+    #: how many of the ``calibration_count`` inputs were random crops and flips of the images (absent: none)
+    calibration_augmented: int = field(default=0, metadata=CALIBRATION_COUNT.meta)
+    #: the quantizer's range estimation (``--calibration-method``: e.g. ``histogram``, ``minmax``), None if
+    #: the record predates it or the mode has none
+    calibration_method: str | None = None
+    #: data-free transforms applied to the deploy model before quantizing (``--dfq``), e.g.
+    #: ``("bias-correction",)``
+    transforms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,61 @@ CALIBRATED = ("int8", "w8a8")
 TOLERANCE_CLASS = {"fp16": "fp16", "int8": "int8", "int8-dynamic": "int8", "int8-weights": "int8",
                    "palettize-6": "int8", "w8a8": "int8", "palettize-4": "palettize-4"}
 DEFAULT_CALIBRATION_SAMPLES = 32
+#: backends whose calibration is filled up with augmented crops (``--no-calibration-augment`` turns it off);
+#: measured by benchmarks/int8_ladder.py. Core ML's w8a8 (not runnable here, so not measured) keeps the images.
+AUGMENTED_BACKENDS = ("executorch", "tflite", "onnx")
+#: ``--calibration-method`` per backend for ``--quantize int8``, the default first: each quantizer's own range
+#: estimators. ExecuTorch: the activation observer of PT2E (XNNPACK's config uses torchao's HistogramObserver;
+#: MinMaxObserver). TFLite: ai-edge-quantizer's algorithm for the weights (min/max, OCTAV or MSE clipping;
+#: activations are min/max in every one). ONNX: onnxruntime's CalibrationMethod.
+CALIBRATION_METHODS: dict[str, tuple[str, ...]] = {
+    "executorch": ("histogram", "minmax"),
+    "tflite": ("minmax", "octav", "mse"),
+    "onnx": ("minmax", "entropy", "percentile", "distribution"),
+}
+#: ``--dfq`` choices: the data-free transforms (:mod:`shvit_edge.models.dfq`) applied before int8 quantization
+DFQ_CHOICES: dict[str, tuple[str, ...]] = {
+    "none": (), "cle": ("cross-layer-equalization",), "bias-correction": ("bias-correction",),
+    "cle+bias-correction": ("cross-layer-equalization", "bias-correction"),
+}
+#: what ``--dfq default`` applies, per backend, for ``--quantize int8``: nothing, as measured by
+#: benchmarks/int8_ladder.py on shvit_s1_calibrated (no transform gained more than 0.1 dB on any backend)
+DFQ_DEFAULT: dict[str, str] = {"executorch": "none", "tflite": "none", "onnx": "none"}
+
+
+def resolve_calibration_method(backend: str, mode: str | None, method: str | None) -> str | None:
+    """The range estimation a ``--quantize mode`` export to ``backend`` uses: ``method`` checked against the
+    backend's choices, or its default; None for a mode or backend without a choice."""
+    choices = CALIBRATION_METHODS.get(backend, ()) if mode == "int8" else ()
+    if not choices:
+        if method is not None:
+            raise UsageError("--calibration-method applies to --quantize int8 on "
+                             f"{', '.join(CALIBRATION_METHODS)}")
+        return None
+    if method is None:
+        return choices[0]
+    if method not in choices:
+        raise UsageError(f"--calibration-method {method}: {backend} offers {', '.join(choices)}")
+    return method
+
+
+def resolve_dfq(backend: str, mode: str | None, choice: str) -> tuple[str, ...]:
+    """The data-free transforms a ``--quantize mode`` export to ``backend`` applies for ``--dfq choice``
+    (``default``: :data:`DFQ_DEFAULT`); none outside ``int8`` on the backends that measured them."""
+    if choice != "default" and choice not in DFQ_CHOICES:
+        raise UsageError(f"--dfq must be one of default, {', '.join(DFQ_CHOICES)}")
+    if mode != "int8" or backend not in DFQ_DEFAULT:
+        return ()
+    return DFQ_CHOICES[DFQ_DEFAULT[backend] if choice == "default" else choice]
 
 
 @dataclass(frozen=True)
 class Calibration:
     inputs: np.ndarray  # float32 (N, 3, H, W), normalized
     source: str  # the folder, or "random"
-    count: int
+    count: int  # inputs in all, the augmented ones included
+    #: how many of them are random crops and flips of the folder's images (the rest are the images as they are)
+    augmented: int = 0
 
 
 def check_mode(profile, mode: str) -> None:
@@ -64,11 +112,16 @@ def _os_version(target: str) -> tuple[int, ...]:
 
 
 def calibration_inputs(spec: str, count: int, resolution: tuple[int, int], preprocessing,
-                       seed: int = 0) -> Calibration:
-    """``count`` calibration inputs from the image folder ``spec`` (its first ``count`` images by name) or,
-    for ``spec == "random"``, seeded standard-normal inputs (the CLI warns: they calibrate ranges no real
-    image has)."""
-    from .images import list_images, load_pixels, normalize
+                       seed: int = 0, augment: bool = True,
+                       progress: Callable[[str], None] | None = None) -> Calibration:
+    """``count`` calibration inputs from the image folder ``spec`` or, for ``spec == "random"``, seeded
+    standard-normal inputs (the CLI warns: they calibrate ranges no real image has).
+
+    From a folder: its first ``count`` images by name, each exactly as verify preprocesses it; with ``augment``
+    and fewer images than ``count``, the rest are seeded random resized crops and horizontal flips of those
+    images (:func:`~shvit_edge.images.augmented_pixels`), reported to ``progress`` with a bar. Quantizers set
+    activation ranges from what they see, and five photos show them little of what a deployed model sees."""
+    from .images import augmented_pixels, list_images, load_pixels, normalize
 
     if count < 1:
         raise UsageError(f"--calibration-samples must be at least 1, got {count}")
@@ -77,8 +130,19 @@ def calibration_inputs(spec: str, count: int, resolution: tuple[int, int], prepr
         rng = np.random.default_rng(seed)
         return Calibration(rng.standard_normal((count, 3, h, w), dtype=np.float32), "random", count)
     images = list_images(spec, "--calibration", limit=count)
-    x = normalize(load_pixels(images, resolution, preprocessing), preprocessing)
-    return Calibration(x, str(spec), len(images))
+    pixels = load_pixels(images, resolution, preprocessing)
+    extra = count - len(images) if augment else 0
+    if extra > 0:
+        def report(done: int, total: int) -> None:
+            if progress is not None:
+                bar = round(20 * done / total)
+                progress(f"augmenting calibration [{'#' * bar}{'.' * (20 - bar)}] {done}/{total} crops of "
+                         f"{len(images)} images")
+
+        pixels = np.concatenate([pixels, augmented_pixels(images, resolution, preprocessing, extra, seed=seed,
+                                                          progress=report)])
+    x = normalize(pixels, preprocessing)
+    return Calibration(x, str(spec), len(x), augmented=max(extra, 0))
 
 
 def calibration_batches(calibration: Calibration, batch: int,

@@ -10,7 +10,6 @@ from conftest import onnx_int8_saturates
 from click.testing import CliRunner
 
 from shvit_edge.cli import cli
-from shvit_edge.export import load_source
 from shvit_edge.quantize import quantizable_layers
 from shvit_edge.sensitivity import TARGET_GAIN_DB
 
@@ -22,11 +21,11 @@ def _report(*args):
 
 
 @onnx_int8_saturates
-def test_s1_int8_report_names_the_worst_layers_and_measures_keeping_them_in_float(official_pth, images_dir):
-    report = _report("--target", "onnx", "--checkpoint", str(official_pth), "--quantize", "int8",
-                     "--calibration", str(images_dir))
+def test_s1_int8_report_names_the_worst_layers_and_measures_keeping_them_in_float(calibrated_source, images_dir):
+    report = _report("--target", "onnx", "--checkpoint", calibrated_source.checkpoint.path, "--quantize", "int8",
+                     "--calibration", str(images_dir), "--calibration-samples", "5")
     layers = report["layers"]
-    deploy = load_source(variant=None, checkpoint=str(official_pth)).deploy_model()
+    deploy = calibrated_source.deploy_model()
     assert sorted(c["layer"] for c in layers) == sorted(quantizable_layers(deploy))  # every conv and linear
     sqnrs = [c["sqnr_db"] for c in layers]
     assert sqnrs == sorted(sqnrs) and sqnrs[0] < sqnrs[-1] - 10  # worst first, and the spread is real

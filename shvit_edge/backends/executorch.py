@@ -65,7 +65,7 @@ def delegation_report(edge_program) -> dict:
 def export(job, out: Path) -> BackendResult:
     delegate = job.options.delegate or job.profile.export.delegate or "xnnpack"
     example = job.example_input()
-    program = job.source.exported_program(example)
+    program = job.exported_program(example)
     quantization = None
     if job.options.quantize:
         program, quantization = _quantize(job, program, example)
@@ -100,8 +100,10 @@ def _quantize(job, program, example):
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     dynamic = job.options.quantize == "int8-dynamic"
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
-                                                                                is_dynamic=dynamic))
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    if not dynamic and job.calibration_method() == "minmax":  # XNNPACK's config observes with a histogram
+        config = _with_activation_observer(config)
+    quantizer = XNNPACKQuantizer().set_global(config)
     keep = set(job.options.keep_float)
     if keep:
         quantizer.set_filter_function(lambda node: not _in_layers(node, keep))
@@ -113,6 +115,21 @@ def _quantize(job, program, example):
         converted = convert_pt2e(prepared)
         program = torch.export.export(converted, (example,))
     return program, job.quantization(calibration)
+
+
+def _with_activation_observer(config):
+    """``config`` with torchao's MinMaxObserver for the activations instead of its HistogramObserver."""
+    import dataclasses
+
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    def swapped(spec):
+        if spec is None:
+            return None
+        return dataclasses.replace(spec, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
+
+    return dataclasses.replace(config, input_activation=swapped(config.input_activation),
+                               output_activation=swapped(config.output_activation))
 
 
 def _in_layers(node, layers: set[str]) -> bool:

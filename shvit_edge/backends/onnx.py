@@ -27,7 +27,7 @@ def export(job, out: Path) -> BackendResult:
     opset = job.profile.export.opset
     dynamic = job.options.dynamic_batch
     example = job.example_input()
-    program = job.source.exported_program(example, dynamic_batch=dynamic)
+    program = job.exported_program(example, dynamic_batch=dynamic)
     with quiet():
         torch.onnx.export(program, (example,), str(out), dynamo=True, opset_version=opset,
                           input_names=["image"], output_names=["logits"], external_data=False,
@@ -68,8 +68,8 @@ def _quantize(job, out: Path) -> Quantization:
     import tempfile
 
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_dynamic, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     mode = job.options.quantize
@@ -89,8 +89,12 @@ def _quantize(job, out: Path) -> Quantization:
             def get_next(self):
                 return next(self._chunks, None)
 
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile,
+                  "distribution": CalibrationMethod.Distribution}[job.calibration_method()]
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                        calibrate_method=method, reduce_range=job.options.reduce_range)
     return job.quantization(calibration)
 
 

@@ -50,7 +50,7 @@ def _named(model):
 def export(job, out: Path) -> BackendResult:
     layout = job.options.layout
     example = job.example_input(layout=layout)
-    model = _named(job.source.deploy_model(layout=layout))
+    model = _named(job.deploy_model(layout=layout))
     with quiet():
         import litert_torch
 
@@ -105,14 +105,16 @@ def _quantize(job, out: Path, model) -> Quantization:
         elif mode == "int8-dynamic":
             quant = quantizer.Quantizer(float_model, recipe.dynamic_wi8_afp32())
         elif mode == "int8":
-            quant = quantizer.Quantizer(float_model, recipe.static_wi8_ai8())
+            algorithm = {"minmax": AlgorithmName.MIN_MAX_UNIFORM_QUANT, "octav": AlgorithmName.OCTAV,
+                         "mse": AlgorithmName.MSE}[job.calibration_method()]
+            quant = quantizer.Quantizer(float_model, recipe.static_wi8_ai8(algorithm_key=algorithm))
             for io in (TFLOperationName.INPUT, TFLOperationName.OUTPUT):
                 quant.update_quantization_recipe(".*", io, algorithm_key=AlgorithmName.NO_QUANTIZE)
             for regex, op in _logits_ops(float_model):
                 quant.add_static_config(regex, TFLOperationName(op), activation_num_bits=16, weight_num_bits=8)
         else:  # export checks the mode against the profile first
             raise ValueError(f"unknown TFLite quantization mode {mode!r}")
-        for regex, op in _ops_of_layers(float_model, model, job.source.deploy_model(), job.options.keep_float):
+        for regex, op in _ops_of_layers(float_model, model, job.deploy_model(), job.options.keep_float):
             quant.update_quantization_recipe(regex, TFLOperationName(op), algorithm_key=AlgorithmName.NO_QUANTIZE)
         calibration = qsvs = None
         if quant.need_calibration:
