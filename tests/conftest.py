@@ -210,13 +210,22 @@ def s1_fp32(s1_source, tmp_path_factory):
     """The fp32 S1 artifact at 224 for a target, exported once per session: what quantized ones compare with."""
     from shvit_edge.export import ExportOptions, export, resolve_targets
 
-    folder = tmp_path_factory.mktemp("fp32")
+    from types import SimpleNamespace
+
+    from shvit_edge.manifest import manifest_path, read_manifest
+
     artifacts = {}
 
     def get(target: str):
+        """Built once per run across pytest-xdist workers (:func:`built_once`); read-only."""
         if target not in artifacts:
-            (artifacts[target],) = export(s1_source, resolve_targets(target), ExportOptions(resolution=(224, 224)),
-                                          folder).artifacts
+            def build(folder):
+                export(s1_source, resolve_targets(target), ExportOptions(resolution=(224, 224)), folder)
+
+            folder = built_once(tmp_path_factory, f"s1_fp32_{target}", build)
+            (path,) = [p for p in folder.iterdir() if not p.name.endswith(".json")]
+            artifacts[target] = SimpleNamespace(path=path, manifest=manifest_path(path),
+                                                size_bytes=read_manifest(manifest_path(path)).artifact.size_bytes)
         return artifacts[target]
 
     return get

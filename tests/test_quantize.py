@@ -58,7 +58,6 @@ def assert_int8_verifies(artifact, images_dir, below_class_floor_db: float | Non
 
 
 @pytest.mark.parametrize("mode,calibrated", [("int8-dynamic", False), ("int8", True)])
-@onnx_int8_saturates
 def test_onnx_int8_exports_and_passes_verify_on_the_images(calibrated_source, images_dir, fp32_sizes, tmp_path,
                                                            mode, calibrated):
     options = ExportOptions(resolution=(224, 224), quantize=mode, calibration_samples=SAMPLES,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from shvit_edge.quantize import TOLERANCE_CLASS, quantizable_layers
 from shvit_edge.targets import resolve_target
 from shvit_edge.verify import VerifyOptions, judge, verify
 
-from conftest import assert_reacts
+from conftest import assert_reacts, built_once
 
 ROOT = Path(__file__).resolve().parent.parent
 #: per weight-only mode: the op that holds the compressed weights, its bit width, and the weight file's size as
@@ -44,13 +45,19 @@ def s1_source(calibrated_source):
 @pytest.fixture(scope="module")
 def exported(s1_source, tmp_path_factory):
     """S1 exported for the iPhone 12 profile with a --quantize mode, once per mode for the whole module."""
-    folder = tmp_path_factory.mktemp("coreml-quantized")
     done = {}
 
     def get(mode):
+        """The export, built once per run across pytest-xdist workers (read-only: tests copy what they change)."""
         if mode not in done:
-            options = ExportOptions(resolution=(224, 224), quantize=mode)
-            (done[mode],) = export(s1_source, resolve_targets("coreml"), options, folder).artifacts
+            def build(folder):
+                options = ExportOptions(resolution=(224, 224), quantize=mode)
+                export(s1_source, resolve_targets("coreml"), options, folder)
+
+            folder = built_once(tmp_path_factory, f"coreml_{mode}", build)
+            (package,) = folder.glob("*.mlpackage")
+            done[mode] = SimpleNamespace(path=package, manifest=manifest_path(package),
+                                         size_bytes=read_manifest(manifest_path(package)).artifact.size_bytes)
         return done[mode]
 
     return get
