@@ -4,7 +4,6 @@ file's bytes, the state dict's tensors, the SHViT paper's table), not read back 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -18,22 +17,14 @@ import shvit_edge
 from shvit_edge.errors import CheckpointError
 from shvit_edge.cli import cli
 
+from test_checkpoint import _logits, _official as _raw  # the fixture's training-checkpoint dict
+
 ATOL = 1e-4
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def _cli(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _raw(path) -> dict:
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _logits(model, x):
-    with torch.no_grad():
-        return model(x)
 
 
 # ------------------------------------------------------------------------------------------------ inspect
