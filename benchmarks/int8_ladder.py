@@ -88,8 +88,8 @@ def run_step(source, target: str, overrides: dict, samples: int, folder: Path) -
     from shvit_edge.manifest import read_manifest
     from shvit_edge.verify import VerifyOptions, verify
 
-    options = dataclasses.replace(ExportOptions(resolution=(224, 224), quantize="int8", calibration=str(IMAGES),
-                                                calibration_samples=samples), **overrides)
+    options = ExportOptions.create(**{"resolution": (224, 224), "quantize": "int8", "calibration": str(IMAGES),
+                                      "calibration_samples": samples, **overrides})
     start = time.perf_counter()
     try:
         (artifact,) = export(source, resolve_targets(target), options, folder).artifacts

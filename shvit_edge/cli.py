@@ -61,6 +61,51 @@ def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
 
 
+def backend_options(func):
+    """Each registered backend's own export options (its ``Options`` fields), in registry order."""
+    import dataclasses
+
+    from .backends.base import backends, option_fields
+
+    decorators = []
+    for backend in backends().values():
+        for f in option_fields(backend.Options):
+            cli = f.metadata["cli"]
+            if f.type in (bool, "bool"):
+                kind = {"is_flag": True}
+            else:
+                kind = {"type": click.Choice(list(cli["choices"])) if cli["choices"] else str,
+                        "show_default": f.default is not None, "metavar": cli["metavar"]}
+            default = f.default if f.default is not dataclasses.MISSING else None
+            decorators.append(click.option(cli["flag"], f.name, default=default, help=cli["help"], **kind))
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _quantize_help() -> str:
+    """``--quantize``'s help: each backend's modes, from the registry."""
+    from .backends.base import backends
+
+    parts = []
+    for backend in backends().values():
+        modes = []
+        for m in backend.quantization_modes:
+            notes = (["calibrated"] if m.calibrated else []) + \
+                ([f"needs {m.min_deployment_target}"] if m.min_deployment_target else [])
+            modes.append(m.name + (f" ({', '.join(notes)})" if notes else ""))
+        if modes:
+            parts.append(f"{backend.title}: {', '.join(modes)}")
+    return "; ".join(parts)
+
+
+def _methods_help() -> str:
+    from .backends.base import backends
+
+    return "; ".join(f"{b.title} {', '.join(b.calibration_methods)}" for b in backends().values()
+                     if b.calibration_methods)
+
+
 def checkpoint_options(func):
     """The options every command that reads a checkpoint shares."""
     func = click.option("--trust-checkpoint", is_flag=True,
@@ -169,22 +214,14 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
               help="Compute precision (default: the target profile's; Core ML fp16, others fp32). With several "
                    "targets it applies to those whose profile offers it.")
-@click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
-              help="TFLite input layout; nhwc feeds Android camera buffers without a transpose.")
-@click.option("--coreml-io", type=click.Choice(["image", "tensor"]), default="image", show_default=True,
-              help="Core ML: RGB image in and classifier out, or a normalized float tensor in and logits out.")
-@click.option("--delegate", type=click.Choice(["xnnpack", "coreml"]), default=None,
-              help="ExecuTorch delegate (default xnnpack; coreml lowers to ExecuTorch's Core ML backend).")
-@click.option("--dynamic-batch", is_flag=True, help="ONNX: a dynamic batch dimension.")
+@backend_options
 @click.option("--labels", "labels_file", default=None, metavar="FILE",
               help="Class labels, one per line (default: ImageNet-1k names for 1000 classes, else indices).")
 @click.option("--seed", default=0, show_default=True, type=SEED.click(),
               help="Seed of the untrained weights when no checkpoint is given.")
 @click.option("--quantize", default=None, metavar="MODE",
-              help="Quantize with the backend's own tooling. ExecuTorch: int8 (static, calibrated), "
-                   "int8-dynamic; TFLite: fp16, int8-dynamic, int8 (full integer, calibrated); Core ML: "
-                   "int8-weights, palettize-6, palettize-4 (w8a8 needs iOS 17); ONNX: int8 (static QDQ, "
-                   "calibrated), int8-dynamic. verify then judges it by the profile's tolerance class for the mode.")
+              help="Quantize with the backend's own tooling. " + _quantize_help()
+                   + ". verify then judges it by the profile's tolerance class for the mode.")
 @click.option("--calibration", default=None, metavar="DIR|random",
               help="Calibration images for a calibrated mode (the first --calibration-samples by name), or "
                    "random inputs (only for trying things out: warns).")
@@ -197,14 +234,11 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
               help="Fill the calibration up to --calibration-samples with seeded random crops and flips of the "
                    "folder's images (ExecuTorch, TFLite, ONNX; measured to lower int8 SQNR, see README).")
 @click.option("--calibration-method", default=None, metavar="METHOD",
-              help="--quantize int8 range estimation, per backend (default first): ExecuTorch histogram, minmax; "
-                   "TFLite minmax, octav, mse (weights); ONNX minmax, entropy, percentile, distribution.")
+              help="--quantize int8 range estimation, per backend (default first): " + _methods_help() + ".")
 @click.option("--dfq", default="default", show_default=True,
               type=click.Choice(["default", "none", "cle", "bias-correction", "cle+bias-correction"]),
               help="Data-free transforms before --quantize int8 (Nagel et al. 2019): cross-layer equalization, "
                    "bias correction; default: none on every backend (none gained more than 0.2 dB: README).")
-@click.option("--reduce-range", is_flag=True,
-              help="ONNX --quantize int8: ORT's reduce_range (7-bit weights), for x86 CPUs without VNNI.")
 @click.option("--images", "verify_images", default=None, metavar="DIR",
               help="With --quantize: the images the artifact is verified on against the fp32 model after export "
                    "(default: the --calibration folder; without one, 8 seeded random inputs).")
@@ -214,12 +248,12 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
                    "target; 1: all in this process, one after another).")
 @json_option
 def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, batch, out_dir, force, precision,
-           layout, coreml_io, delegate, dynamic_batch, labels_file, seed, quantize, calibration,
-           calibration_samples, keep_float, calibration_augment, calibration_method, dfq, reduce_range,
-           verify_images, no_verify, jobs, as_json):
+           labels_file, seed, quantize, calibration, calibration_samples, keep_float, calibration_augment,
+           calibration_method, dfq, verify_images, no_verify, jobs, as_json, **own_options):
     """Export a checkpoint (or an untrained variant) to on-device artifacts, each with a manifest beside it."""
     from .atomic import sigterm_as_interrupt
-    from .export import ExportOptions, export as run_export, load_source, resolve_targets
+    from .export import ExportOptions, load_source, resolve_targets
+    from .pipeline import export as run_export
     from .models.variants import get_variant, parse_resolution
 
     err = _stderr()
@@ -232,13 +266,12 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
             err.print(f"[bold yellow]WARNING: no --checkpoint: exporting UNTRAINED {source.variant} weights "
                       f"(seed {seed}). Such artifacts are only for pipeline and latency checks; their "
                       "predictions mean nothing.[/]")
-        options = ExportOptions(
+        options = ExportOptions.create(
             resolution=parse_resolution(resolution, get_variant(source.variant).resolution), batch=batch,
-            precision=precision, layout=layout, coreml_io=coreml_io, delegate=delegate,
-            dynamic_batch=dynamic_batch, quantize=quantize, calibration=calibration,
+            precision=precision, quantize=quantize, calibration=calibration,
             calibration_samples=calibration_samples, keep_float=tuple(keep_float),
             calibration_augment=calibration_augment, calibration_method=calibration_method, dfq=dfq,
-            reduce_range=reduce_range)
+            **own_options)
         if (verify_images is not None or no_verify) and not quantize:
             raise UsageError("--images and --no-verify apply with --quantize")
         if verify_images is not None:
@@ -250,11 +283,9 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
                       "real images. Pass --calibration DIR for an artifact to ship.[/]")
         with err.status("exporting ...", spinner="dots") as status:
             report = run_export(source, profiles, options, out_dir, force=force,
-                                progress=lambda message: status.update(_plain(message)), jobs=jobs)
-            checks = []
-            if quantize and not no_verify and report.artifacts:
-                checks = _verify_quantized(report.artifacts, verify_images or _image_folder(calibration),
-                                           lambda message: status.update(_plain(message)))
+                                progress=lambda message: status.update(_plain(message)), jobs=jobs,
+                                verify_quantized=not no_verify, images=verify_images)
+            checks = report.verification
     if as_json:
         doc = {"artifacts": [a.as_json() for a in report.artifacts],
                "failures": [{"target": f.target, "profile": f.profile, "error": f.message}
@@ -285,18 +316,6 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
                   f"{_plain(summary)}", markup=True, highlight=False)
     if report.failures or any(c.status == "fail" for c in checks):
         sys.exit(1)
-
-
-def _image_folder(calibration: str | None) -> str | None:
-    return calibration if calibration not in (None, "random") and Path(calibration).is_dir() else None
-
-
-def _verify_quantized(artifacts, images: str | None, progress):
-    """Verify quantized artifacts against the fp32 model (their manifests record the result)."""
-    from .verify import VerifyOptions, verify as run_verify
-
-    options = VerifyOptions(images=images, samples=0 if images else 8)
-    return run_verify([a.path for a in artifacts], options, progress=progress)
 
 
 @cli.command()

@@ -7,6 +7,7 @@ temporary path, then publishes the artifact and its manifest (``<artifact>.json`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -22,25 +23,24 @@ from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, atomic_outputs, c
 from .bounds import BATCH, CALIBRATION_SAMPLES, JOBS, SEED
 from .errors import InputError, ShvitEdgeError, UsageError, describe_exception
 from .manifest import SCHEMA_VERSION, ArtifactRef, CheckpointRef, Manifest, Preprocessing, manifest_path
-from .quantize import CALIBRATED, check_keep_float, check_mode
-from .targets import BACKENDS, DEFAULT_PROFILES, TargetProfile, resolve_target
+from .backends.base import backend_names, backends, get_backend, library_versions, require
+from .backends.registry import ensure_registered, origin
+from .quantize import calibrated_modes, check_keep_float, check_mode, is_calibrated
+from .targets import TargetProfile, resolve_target
 
 #: timm's evaluation crop for SHViT: resize the shorter side to size / 0.875, centre-crop to size.
 CROP_PCT = 0.875
-LAYOUTS = ("nchw", "nhwc")
-COREML_IO = ("image", "tensor")
-DELEGATES = ("xnnpack", "coreml")
 
 
 @dataclass(frozen=True)
 class ExportOptions:
+    """The options of one export run: those common to every target, and each backend's own
+    (``backend_options``: backend name -> that backend's ``Options``; a backend not named takes its defaults).
+    :meth:`create` sorts keyword options into the two, as the CLI passes them."""
+
     resolution: tuple[int, int]
     batch: int = 1
     precision: str | None = None
-    layout: str = "nchw"
-    coreml_io: str = "image"
-    delegate: str | None = None
-    dynamic_batch: bool = False
     #: a --quantize mode (see :mod:`shvit_edge.quantize`), its calibration folder or "random", and count
     quantize: str | None = None
     calibration: str | None = None
@@ -54,8 +54,30 @@ class ExportOptions:
     calibration_method: str | None = None
     #: data-free transforms of the deploy model before int8 quantization (:data:`quantize.DFQ_CHOICES`)
     dfq: str = "default"
-    #: ONNX static int8: ORT's ``reduce_range`` (7-bit weights, for x86 CPUs without VNNI)
-    reduce_range: bool = False
+    #: each backend's own options, by backend name (see :meth:`for_backend`)
+    backend_options: dict = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, **kwargs) -> ExportOptions:
+        """Options from keywords: the common ones by name, and every other keyword to the registered backend
+        whose ``Options`` has a field of that name (``layout="nhwc"`` is TFLite's). An unknown keyword is a
+        TypeError, as for any function."""
+        common_names = {f.name for f in dataclasses.fields(cls)} - {"backend_options"}
+        common = {k: kwargs.pop(k) for k in list(kwargs) if k in common_names}
+        per_backend = {}
+        for name, backend in backends().items():
+            own = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(backend.Options)
+                   if f.name in kwargs and f.name not in common_names}
+            if own:
+                per_backend[name] = backend.Options(**own)
+        if kwargs:
+            raise TypeError(f"unknown export option(s): {', '.join(sorted(kwargs))}")
+        return cls(**common, backend_options=per_backend)
+
+    def for_backend(self, name: str):
+        """Backend ``name``'s own options (its defaults unless given)."""
+        given = self.backend_options.get(name)
+        return given if given is not None else get_backend(name).Options()
 
 
 @dataclass
@@ -152,6 +174,11 @@ class ExportJob:
     def resolution(self) -> tuple[int, int]:
         return self.options.resolution
 
+    @property
+    def backend_options(self):
+        """This job's backend's own options (its ``Options``)."""
+        return self.options.for_backend(self.profile.backend)
+
     def preprocessing(self, applied: str = "none") -> Preprocessing:
         """How an image becomes this job's input (timm's evaluation crop for the resolution)."""
         h, w = self.resolution
@@ -162,9 +189,7 @@ class ExportJob:
         """The calibration inputs of a calibrated --quantize mode, preprocessed for this job's input."""
         from .quantize import calibration_inputs
 
-        from .quantize import AUGMENTED_BACKENDS
-
-        augment = self.options.calibration_augment and self.profile.backend in AUGMENTED_BACKENDS
+        augment = self.options.calibration_augment and get_backend(self.profile.backend).augments_calibration
         return calibration_inputs(self.options.calibration, self.options.calibration_samples, self.resolution,
                                   self.preprocessing(), augment=augment, progress=self.progress)
 
@@ -240,6 +265,8 @@ class ExportReport:
     artifacts: tuple[ExportedArtifact, ...]
     failures: tuple[ExportFailure, ...]
     untrained: bool
+    #: verify's results for the artifacts, when the export verified them (:func:`shvit_edge.pipeline.export`)
+    verification: tuple = ()
 
 
 Progress = Callable[[str], None]
@@ -252,8 +279,8 @@ def resolve_targets(spec: str) -> list[TargetProfile]:
         raise UsageError("no target given")
     profiles: list[TargetProfile] = []
     for name in names:
-        for item in (BACKENDS if name == "all" else (name,)):
-            profile = resolve_target(DEFAULT_PROFILES.get(item, item))
+        for item in (backend_names() if name == "all" else (name,)):
+            profile = resolve_target(item)
             if profile.name not in [p.name for p in profiles]:
                 profiles.append(profile)
     return profiles
@@ -316,46 +343,39 @@ def _labels(labels_file: str | None, num_classes: int) -> tuple[tuple[str, ...],
 
 
 def artifact_name(variant: str, profile: TargetProfile, options: ExportOptions, precision: str, suffix: str) -> str:
+    """``<variant>_<H>x<W>[_b<batch>][_<backend's tags>][_<quantize mode>][_<profile, unless the default>]``."""
+    backend = get_backend(profile.backend)
     h, w = options.resolution
     parts = [variant, f"{h}x{w}"]
     if options.batch != 1:
         parts.append(f"b{options.batch}")
-    if profile.backend == "coreml":
-        parts.append(precision)
-        if options.coreml_io == "tensor":
-            parts.append("tensor")
-    if profile.backend == "executorch" and (options.delegate or profile.export.delegate) != "xnnpack":
-        parts.append(options.delegate or profile.export.delegate)
-    if profile.backend == "tflite" and options.layout == "nhwc":
-        parts.append("nhwc")
-    if profile.backend == "onnx" and options.dynamic_batch:
-        parts.append("dynbatch")
+    parts.extend(backend.artifact_tags(profile, options, options.for_backend(profile.backend), precision))
     if options.quantize:
         parts.append(options.quantize)
-    default_profile = DEFAULT_PROFILES[profile.backend]
-    if profile.name != default_profile:
+    if profile.name != backend.default_profile:
         parts.append(profile.name)
     return "_".join(parts) + suffix
 
 
-def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> None:
+def check_options(profiles: list[TargetProfile], options: ExportOptions) -> None:
+    """Every usage error of ``options`` for ``profiles``, raised before anything is converted: the common
+    options, then each requested target's backend checks its own (and none is set for a backend that is not
+    among the targets)."""
     BATCH.check("--batch", options.batch)
     from .models.variants import parse_resolution
 
     parse_resolution(options.resolution)
-    backends = {p.backend for p in profiles}
-    if options.layout not in LAYOUTS:
-        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}")
-    if options.coreml_io not in COREML_IO:
-        raise UsageError(f"--coreml-io must be one of {', '.join(COREML_IO)}")
-    if options.delegate is not None and options.delegate not in DELEGATES:
-        raise UsageError(f"--delegate must be one of {', '.join(DELEGATES)}")
-    for flag, used, backend in (("--layout nhwc", options.layout == "nhwc", "tflite"),
-                                ("--coreml-io tensor", options.coreml_io == "tensor", "coreml"),
-                                ("--delegate", options.delegate is not None, "executorch"),
-                                ("--dynamic-batch", options.dynamic_batch, "onnx")):
-        if used and backend not in backends:
-            raise UsageError(f"{flag} applies to the {backend} target only, and it is not among the targets")
+    requested = {p.backend for p in profiles}
+    for name in options.backend_options:
+        get_backend(name)  # an unknown backend's options
+    for name, backend in backends().items():
+        own = options.for_backend(name)
+        if not isinstance(own, backend.Options):
+            raise UsageError(f"the {name} options must be {backend.Options.__name__}, not {type(own).__name__}")
+        backend.check_choices(own)
+        flags = backend.option_flags(own)
+        if flags and name not in requested:
+            raise UsageError(f"{flags[0]} applies to the {name} target only, and it is not among the targets")
     for profile in profiles:
         precision = options.precision or profile.export.precision
         if precision not in profile.export.precisions:
@@ -363,14 +383,10 @@ def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> Non
                 continue  # with several targets, --precision applies where the profile allows it
             raise UsageError(f"target {profile.name} does not offer {precision} (it offers: "
                              f"{', '.join(profile.export.precisions)})")
-        if profile.backend == "tflite" and options.layout not in profile.export.layouts:
-            raise UsageError(f"target {profile.name} does not offer layout {options.layout}")
-        if profile.backend == "executorch" and options.delegate and profile.export.delegates and \
-                options.delegate not in profile.export.delegates:
-            raise UsageError(f"target {profile.name} does not offer the {options.delegate} delegate")
         if options.quantize:
             check_mode(profile, options.quantize)
-    if options.quantize in CALIBRATED and options.calibration is None:
+    calibrated = any(is_calibrated(p.backend, options.quantize) for p in profiles)
+    if calibrated and options.calibration is None:
         raise UsageError(f"--quantize {options.quantize} is calibrated: give --calibration DIR (an image folder) "
                          "or --calibration random")
     if options.keep_float and not options.quantize:
@@ -383,12 +399,13 @@ def _check_options(profiles: list[TargetProfile], options: ExportOptions) -> Non
             resolve_calibration_method(profile.backend, options.quantize, options.calibration_method)
     if options.calibration_method is not None and len(profiles) > 1:
         raise UsageError("--calibration-method names one backend's method: export one target at a time")
-    if options.reduce_range and not (options.quantize == "int8" and {p.backend for p in profiles} == {"onnx"}):
-        raise UsageError("--reduce-range applies to --quantize int8 on the onnx target")
+    for profile in profiles:
+        backend = get_backend(profile.backend)
+        backend.check(profile, options, options.for_backend(profile.backend))
     if options.calibration is not None:  # before any conversion starts
-        if options.quantize not in CALIBRATED:
+        if not calibrated:
             raise UsageError("--calibration applies to a calibrated --quantize mode "
-                             f"({', '.join(CALIBRATED)})")
+                             f"({', '.join(calibrated_modes())})")
         CALIBRATION_SAMPLES.check("--calibration-samples", options.calibration_samples)
         if options.calibration != "random":
             from .images import list_images
@@ -407,10 +424,10 @@ def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOp
     """Export ``source`` for every profile into ``out_dir``. With one profile a failure raises; with several,
     each finished artifact stays and failures are collected in the report. ``jobs`` > 1 exports several
     targets at once, each in a worker process (see :func:`_export_parallel`)."""
-    from .backends.base import get_backend
-
     progress = progress or (lambda message: None)
-    _check_options(profiles, options)
+    check_options(profiles, options)
+    for profile in profiles:  # a missing extra, before the first conversion
+        require(profile.backend)
     if options.keep_float:
         check_keep_float(source.deploy_model(), options.keep_float)
     JOBS.check("--jobs", jobs)
@@ -421,7 +438,7 @@ def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOp
     for profile in profiles:
         backend = get_backend(profile.backend)
         precision = _precision_for(profile, options)
-        path = child_path(out, artifact_name(source.variant, profile, options, precision, backend.SUFFIX))
+        path = child_path(out, artifact_name(source.variant, profile, options, precision, backend.suffix))
         planned.append((profile, backend, precision, path))
     existing = [str(p) for *_, p in planned if (p.exists() or p.is_symlink() or manifest_path(p).exists())]
     if existing and not force:
@@ -458,11 +475,6 @@ def _failure(profile: TargetProfile, exc: BaseException) -> ExportFailure:
     return ExportFailure(profile.backend, profile.name, describe_exception(exc), 1)
 
 
-#: Relative conversion cost by backend (S4 on 2 cores, benchmarks/results/export_seconds.json): the
-#: parallel export starts the longest first, so the short ones fill in around it.
-_EXPECTED_COST = {"executorch": 4, "tflite": 3, "coreml": 2, "onnx": 1}
-
-
 def _export_parallel(source: ModelSource, planned: list, options: ExportOptions, force: bool, jobs: int,
                      progress: Progress, out: Path) -> list:
     """The targets on ``jobs`` lanes: this process and ``jobs - 1`` spawned workers. The result (artifact or
@@ -483,7 +495,9 @@ def _export_parallel(source: ModelSource, planned: list, options: ExportOptions,
 
     import torch
 
-    order = sorted(range(len(planned)), key=lambda i: -_EXPECTED_COST.get(planned[i][0].backend, 0))
+    # the backends' relative conversion cost (S4 on 2 cores, benchmarks/results/export_seconds.json): the
+    # longest starts first, so the short ones fill in around it
+    order = sorted(range(len(planned)), key=lambda i: -planned[i][1].export_cost)
     results: list = [None] * len(planned)
     finished = 0
 
@@ -506,7 +520,8 @@ def _export_parallel(source: ModelSource, planned: list, options: ExportOptions,
     torch.set_num_threads(threads)
     workers = min(jobs - 1, len(order) - 1)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(source, threads, os.getpid()))
+                               initializer=_worker_init,
+                               initargs=(source, threads, os.getpid(), [origin(p[0].backend) for p in planned]))
     try:
         futures = {pool.submit(_worker_export, planned[i][0], options, planned[i][2], planned[i][3], force): i
                    for i in order[1:]}
@@ -558,10 +573,13 @@ def _stop_workers(grace_seconds: float = 10.0) -> None:
 _worker_source: ModelSource | None = None
 
 
-def _worker_init(source: ModelSource, threads: int, parent_pid: int) -> None:
+def _worker_init(source: ModelSource, threads: int, parent_pid: int, origins: list) -> None:
     import torch
 
     from ._process import die_with_parent
+
+    for where in origins:  # a backend registered by the caller's own code (not a module of the package)
+        ensure_registered(where)
 
     global _worker_source
     die_with_parent(parent_pid)  # a worker of a killed parent must not go on and publish an artifact
@@ -584,7 +602,6 @@ def _worker_export(profile: TargetProfile, options: ExportOptions, precision: st
     """One target in a worker. During the export SIGTERM and SIGINT raise, as in a single-process run, so the
     export's temporaries are removed."""
     from .atomic import raise_on_signal
-    from .backends.base import get_backend
 
     job = ExportJob(source=_worker_source, profile=profile, options=options, precision=precision)
     signal.signal(signal.SIGTERM, raise_on_signal)
@@ -609,8 +626,6 @@ class ExportFailed(ShvitEdgeError):
 
 def _export_one(job: ExportJob, backend, path: Path, force: bool) -> ExportedArtifact:
     import torch
-
-    from .backends.base import library_versions, require
 
     require(job.profile.backend)
     mpath = manifest_path(path)

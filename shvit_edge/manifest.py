@@ -21,7 +21,8 @@ from ._strict import check_tree, decode_text, from_mapping, key_name, quoted, re
 from .bounds import (BATCH, CALIBRATION_SAMPLES, DIMENSION, NONNEGATIVE_SECONDS, NUM_CLASSES, RESOLUTION_SIDE, SEED,
                      SIZE_BYTES, Bounds)
 from .errors import InputError
-from .targets import BACKENDS, PRECISIONS, Tolerance, is_plain_name, tolerance_classes
+from .backends.registry import backends
+from .targets import PRECISIONS, Tolerance, is_plain_name, tolerance_classes
 
 #: 2: ``tolerances`` recorded at export, and an ``.mlpackage`` digest that frames each file (atomic.py)
 SCHEMA_VERSION = 2
@@ -190,17 +191,16 @@ def is_plain_file_name(text: str) -> bool:
 
 def _check(m: Manifest, path: Path) -> None:
     """What the types do not say: the names verify and bench act on, and what verify needs."""
-    from .quantize import TOLERANCE_CLASS
-
-    if m.target not in BACKENDS:
-        raise InputError(f"{path}: target {quoted(m.target)} is not one of {', '.join(BACKENDS)}")
+    known = backends()
+    if m.target not in known:
+        raise InputError(f"{path}: target {quoted(m.target)} is not one of {', '.join(known)}")
     if not is_plain_name(m.profile):
         raise InputError(f"{path}: profile {quoted(m.profile)} is not a plain profile name")
     if m.precision not in PRECISIONS:
         raise InputError(f"{path}: precision {quoted(m.precision)} is not one of {', '.join(PRECISIONS)}")
-    if m.quantization is not None and m.quantization.mode not in TOLERANCE_CLASS:
+    if m.quantization is not None and known[m.target].mode(m.quantization.mode) is None:
         raise InputError(f"{path}: quantization.mode {quoted(m.quantization.mode)} is not one of "
-                         f"{', '.join(TOLERANCE_CLASS)}")
+                         f"{', '.join(q.name for q in known[m.target].quantization_modes)}")
     if m.preprocessing.color not in COLORS:
         raise InputError(f"{path}: preprocessing.color {quoted(m.preprocessing.color)} is not one of "
                          f"{', '.join(COLORS)}")

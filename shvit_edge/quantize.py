@@ -1,4 +1,5 @@
-"""Quantization modes per backend, calibration inputs, and the tolerance class verify judges each mode by.
+"""Quantization: each backend's modes (declared by the backend), calibration inputs, and the tolerance class
+verify judges each mode by.
 
 Each backend quantizes with its own maintained tooling (ExecuTorch: PT2E with the XNNPACK quantizer; TFLite:
 litert-torch and ai-edge-quantizer; Core ML: coremltools.optimize; ONNX: onnxruntime.quantization). A
@@ -15,53 +16,56 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .backends.registry import backends, get_backend
 from .errors import UsageError
 
-#: --quantize modes per backend (a profile's ``quantization`` list says which of them its device takes)
-MODES: dict[str, tuple[str, ...]] = {
-    "executorch": ("int8", "int8-dynamic"),
-    "tflite": ("fp16", "int8-dynamic", "int8"),
-    "coreml": ("int8-weights", "palettize-6", "palettize-4", "w8a8"),
-    "onnx": ("int8", "int8-dynamic"),
-}
-#: modes that need a newer Core ML deployment target than iOS 16 (activation quantization is iOS 17+)
-MIN_DEPLOYMENT_TARGET: dict[tuple[str, str], str] = {("coreml", "w8a8"): "iOS17"}
-#: modes that need calibration inputs
-CALIBRATED = ("int8", "w8a8")
-#: the profile tolerance class verify applies to an artifact of each mode
-TOLERANCE_CLASS = {"fp16": "fp16", "int8": "int8", "int8-dynamic": "int8", "int8-weights": "int8",
-                   "palettize-6": "int8", "w8a8": "int8", "palettize-4": "palettize-4"}
 DEFAULT_CALIBRATION_SAMPLES = 32
-#: backends whose calibration is filled up with augmented crops (``--no-calibration-augment`` turns it off);
-#: measured by benchmarks/int8_ladder.py. Core ML's w8a8 (not runnable here, so not measured) keeps the images.
-AUGMENTED_BACKENDS = ("executorch", "tflite", "onnx")
-#: ``--calibration-method`` per backend for ``--quantize int8``, the default first: each quantizer's own range
-#: estimators. ExecuTorch: the activation observer of PT2E (XNNPACK's config uses torchao's HistogramObserver;
-#: MinMaxObserver). TFLite: ai-edge-quantizer's algorithm for the weights (min/max, OCTAV or MSE clipping;
-#: activations are min/max in every one). ONNX: onnxruntime's CalibrationMethod.
-CALIBRATION_METHODS: dict[str, tuple[str, ...]] = {
-    "executorch": ("histogram", "minmax"),
-    "tflite": ("minmax", "octav", "mse"),
-    "onnx": ("minmax", "entropy", "percentile", "distribution"),
-}
-#: ``--dfq`` choices: the data-free transforms (:mod:`shvit_edge.models.dfq`) applied before int8 quantization
+#: ``--dfq`` choices: the data-free transforms (:mod:`shvit_edge.models.dfq`) applied before int8 quantization.
+#: Each backend says which one ``--dfq default`` means (``Backend.dfq_default``: none on every backend, as
+#: measured by benchmarks/int8_ladder.py on shvit_s1_calibrated: no transform gained more than 0.1 dB)
 DFQ_CHOICES: dict[str, tuple[str, ...]] = {
     "none": (), "cle": ("cross-layer-equalization",), "bias-correction": ("bias-correction",),
     "cle+bias-correction": ("cross-layer-equalization", "bias-correction"),
 }
-#: what ``--dfq default`` applies, per backend, for ``--quantize int8``: nothing, as measured by
-#: benchmarks/int8_ladder.py on shvit_s1_calibrated (no transform gained more than 0.1 dB on any backend)
-DFQ_DEFAULT: dict[str, str] = {"executorch": "none", "tflite": "none", "onnx": "none"}
+
+
+def modes(backend: str) -> tuple[str, ...]:
+    """The ``--quantize`` modes ``backend`` offers (its ``quantization_modes``)."""
+    return tuple(m.name for m in get_backend(backend).quantization_modes)
+
+
+def tolerance_class(backend: str, mode: str) -> str:
+    """The profile tolerance class verify judges a ``backend`` artifact quantized with ``mode`` by."""
+    found = get_backend(backend).mode(mode)
+    if found is None:
+        raise UsageError(f"--quantize {mode} is not a {backend} mode (those are: {', '.join(modes(backend))})")
+    return found.tolerance_class
+
+
+def tolerance_classes() -> tuple[str, ...]:
+    """Every registered backend's quantization tolerance classes."""
+    return tuple(dict.fromkeys(m.tolerance_class for b in backends().values() for m in b.quantization_modes))
+
+
+def is_calibrated(backend: str, mode: str | None) -> bool:
+    """Whether ``mode`` on ``backend`` needs calibration inputs."""
+    found = get_backend(backend).mode(mode) if mode else None
+    return found is not None and found.calibrated
+
+
+def calibrated_modes() -> tuple[str, ...]:
+    """The modes that are calibrated on some backend (for messages)."""
+    return tuple(dict.fromkeys(m.name for b in backends().values() for m in b.quantization_modes if m.calibrated))
 
 
 def resolve_calibration_method(backend: str, mode: str | None, method: str | None) -> str | None:
     """The range estimation a ``--quantize mode`` export to ``backend`` uses: ``method`` checked against the
-    backend's choices, or its default; None for a mode or backend without a choice."""
-    choices = CALIBRATION_METHODS.get(backend, ()) if mode == "int8" else ()
+    backend's choices (``calibration_methods``), or its default; None for a mode or backend without a choice."""
+    choices = get_backend(backend).calibration_methods if mode == "int8" else ()
     if not choices:
         if method is not None:
-            raise UsageError("--calibration-method applies to --quantize int8 on "
-                             f"{', '.join(CALIBRATION_METHODS)}")
+            offering = [name for name, b in backends().items() if b.calibration_methods]
+            raise UsageError(f"--calibration-method applies to --quantize int8 on {', '.join(offering)}")
         return None
     if method is None:
         return choices[0]
@@ -72,12 +76,13 @@ def resolve_calibration_method(backend: str, mode: str | None, method: str | Non
 
 def resolve_dfq(backend: str, mode: str | None, choice: str) -> tuple[str, ...]:
     """The data-free transforms a ``--quantize mode`` export to ``backend`` applies for ``--dfq choice``
-    (``default``: :data:`DFQ_DEFAULT`); none outside ``int8`` on the backends that measured them."""
+    (``default``: the backend's ``dfq_default``); none outside ``int8`` or on a backend without transforms."""
     if choice != "default" and choice not in DFQ_CHOICES:
         raise UsageError(f"--dfq must be one of default, {', '.join(DFQ_CHOICES)}")
-    if mode != "int8" or backend not in DFQ_DEFAULT:
+    default = get_backend(backend).dfq_default
+    if mode != "int8" or default is None:
         return ()
-    return DFQ_CHOICES[DFQ_DEFAULT[backend] if choice == "default" else choice]
+    return DFQ_CHOICES[default if choice == "default" else choice]
 
 
 @dataclass(frozen=True)
@@ -93,13 +98,16 @@ def check_mode(profile, mode: str) -> None:
     """A usage error unless ``profile`` (a :class:`~shvit_edge.targets.TargetProfile`) takes ``mode``: the
     message lists the modes it does take, or says which deployment target a mode needs."""
     backend = profile.backend
-    needs = MIN_DEPLOYMENT_TARGET.get((backend, mode))
+    owner = get_backend(backend)
+    found = owner.mode(mode)
+    needs = found.min_deployment_target if found is not None else None
     has = profile.export.minimum_deployment_target
-    if needs and mode in MODES.get(backend, ()) and _os_version(has or "iOS16") < _os_version(needs):
-        raise UsageError(f"--quantize {mode} needs Core ML deployment target {needs} or newer (activation "
-                         f"quantization); target {profile.name} deploys to {has or 'iOS16'}. Use a profile with "
-                         f"minimum_deployment_target = \"{needs}\" for devices that run it")
-    offered = [m for m in MODES.get(backend, ()) if m in profile.export.quantization]
+    if needs and _os_version(has or "iOS16") < _os_version(needs):
+        why = f" ({found.needs_why})" if found.needs_why else ""
+        raise UsageError(f"--quantize {mode} needs {owner.title} deployment target {needs} or newer{why}; target "
+                         f"{profile.name} deploys to {has or 'iOS16'}. Use a profile with minimum_deployment_target = "
+                         f"\"{needs}\" for devices that run it")
+    offered = [m for m in modes(backend) if m in profile.export.quantization]
     if mode not in offered:
         raise UsageError(f"target {profile.name} ({backend}) does not offer --quantize {mode}; it offers: "
                          f"{', '.join(offered) or 'none'}")

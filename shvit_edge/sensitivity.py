@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import UsageError
-from .quantize import CALIBRATED, quantizable_layers
+from .quantize import is_calibrated, quantizable_layers
 
 #: modes the simulation covers, and how: (weights, activations)
 SIMULATED = {
@@ -197,14 +197,14 @@ def report(source, profile, options, images: str | None, samples: int, keep: int
     """The sensitivity report for exporting ``source`` to ``profile`` with ``options`` (an
     :class:`~shvit_edge.export.ExportOptions` with ``quantize`` set). Evaluated on the ``images`` folder and
     ``samples`` seeded random inputs."""
-    from .export import ExportJob, _check_options
+    from .export import ExportJob, check_options
     from .images import list_images, load_pixels, normalize
 
     progress = progress or (lambda message: None)
     mode = options.quantize
     if mode is None:
         raise UsageError("quantize-report needs --quantize MODE")
-    _check_options([profile], options)
+    check_options([profile], options)
     if mode not in SIMULATED:
         raise UsageError(f"quantize-report does not simulate --quantize {mode} (it does: {', '.join(SIMULATED)})")
     if keep < 1:
@@ -222,7 +222,7 @@ def report(source, profile, options, images: str | None, samples: int, keep: int
                                                                                                  np.float32),
                         rng.standard_normal((samples, 3, h, w), dtype=np.float32)])
     inputs = f"{len(paths)} images + {samples} random inputs"
-    calibration = job.calibration().inputs if mode in CALIBRATED else None
+    calibration = job.calibration().inputs if is_calibrated(profile.backend, mode) else None
 
     progress("simulating the quantization of each layer ...")
     model = source.deploy_model()

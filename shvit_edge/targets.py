@@ -24,13 +24,10 @@ from pathlib import Path
 
 from ._strict import check_tree, decode_text, from_mapping, key_name, quoted, read_capped
 from .bounds import COSINE, FRACTION, ITERATIONS, MAX_ABS, OPSET, SQNR_DB, WARMUP
+from .backends.registry import backends
 from .errors import InputError, UsageError
 
-BACKENDS = ("coreml", "executorch", "tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
-#: The profile each backend name stands for on the command line.
-DEFAULT_PROFILES = {"coreml": "iphone12-ios16", "executorch": "android-arm64-executorch",
-                    "tflite": "android-arm64-tflite", "onnx": "host-onnx"}
 #: a profile file larger than this is refused before it is read (the shipped ones are about 2 KB)
 MAX_PROFILE_BYTES = 64 << 10  # the shipped profiles are 2-3 KB; tomllib is slow on big hostile files
 #: a dotted key (``a.b.c = 1``, ``[a.b.c]``) of more parts than this is refused before the TOML is parsed
@@ -45,10 +42,14 @@ def is_plain_name(text) -> bool:
 
 
 def tolerance_classes() -> tuple[str, ...]:
-    """The keys a ``tolerances`` table may have: the precisions and the quantization modes' classes."""
-    from .quantize import TOLERANCE_CLASS
+    """The keys a ``tolerances`` table may have: the precisions and every backend's quantization classes."""
+    return tuple(dict.fromkeys((*PRECISIONS, *(m.tolerance_class for b in backends().values()
+                                               for m in b.quantization_modes))))
 
-    return tuple(dict.fromkeys((*PRECISIONS, *TOLERANCE_CLASS.values())))
+
+def default_profiles() -> dict[str, str]:
+    """The profile each backend name stands for on the command line (the backend's ``default_profile``)."""
+    return {name: backend.default_profile for name, backend in backends().items()}
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,9 @@ def available_profiles() -> dict[str, Path]:
 def resolve_target(spec: str) -> TargetProfile:
     """A backend name, a profile name or a path to a TOML profile -> the validated profile."""
     text = str(spec).strip()
-    if text in DEFAULT_PROFILES:
-        text = DEFAULT_PROFILES[text]
+    defaults = default_profiles()
+    if text in defaults:
+        text = defaults[text]
     known = available_profiles()
     if text in known:
         return load_profile(known[text])
@@ -134,7 +136,7 @@ def resolve_target(spec: str) -> TargetProfile:
         if not path.exists():
             raise InputError(f"{path}: target profile file not found")
         return load_profile(path)  # a folder, a FIFO or a device: "not a regular file"
-    raise UsageError(f"unknown target {spec!r}; choose a backend ({', '.join(BACKENDS)}, or 'all'), "
+    raise UsageError(f"unknown target {spec!r}; choose a backend ({', '.join(defaults)}, or 'all'), "
                      f"a profile ({', '.join(known)}) or a path to a profile .toml")
 
 
@@ -201,8 +203,9 @@ def _check(profile: TargetProfile, path: Path) -> None:
     if not is_plain_name(profile.name):
         raise InputError(f"{path}: name {quoted(profile.name)} is not a plain name (it becomes part of file "
                          "names: a letter or digit, then up to 63 letters, digits, '.', '_' or '-', no '..')")
-    if profile.backend not in BACKENDS:
-        raise InputError(f"{path}: backend {quoted(profile.backend)} is not one of {', '.join(BACKENDS)}")
+    known = backends()
+    if profile.backend not in known:
+        raise InputError(f"{path}: backend {quoted(profile.backend)} is not one of {', '.join(known)}")
     ex = profile.export
     for p in (ex.precision, *ex.precisions):
         if p not in PRECISIONS:
@@ -212,11 +215,11 @@ def _check(profile: TargetProfile, path: Path) -> None:
     for precision in ex.precisions:
         if precision not in profile.tolerances:
             raise InputError(f"{path}: no [tolerances.{precision}] for the allowed precision {precision}")
-    from .quantize import MODES, TOLERANCE_CLASS
-
+    backend = known[profile.backend]
     for mode in ex.quantization:
-        if mode not in MODES[profile.backend]:
+        found = backend.mode(mode)
+        if found is None:
             raise InputError(f"{path}: quantization {quoted(mode)} is not a {profile.backend} mode (those are: "
-                             f"{', '.join(MODES[profile.backend])})")
-        if TOLERANCE_CLASS[mode] not in profile.tolerances:
-            raise InputError(f"{path}: no [tolerances.{TOLERANCE_CLASS[mode]}] for the quantization mode {mode}")
+                             f"{', '.join(m.name for m in backend.quantization_modes)})")
+        if found.tolerance_class not in profile.tolerances:
+            raise InputError(f"{path}: no [tolerances.{found.tolerance_class}] for the quantization mode {mode}")

@@ -42,7 +42,7 @@ from .bounds import COSINE, FRACTION, MAX_ABS, SAMPLES, SEED, SQNR_DB, THREADS, 
 from .errors import InputError, UsageError, describe_exception
 from .manifest import MANIFEST_SUFFIX, Manifest, TensorSpec, manifest_path, read_manifest
 from .parity.metrics import ParityMetrics, compare
-from .targets import DEFAULT_PROFILES, TargetProfile, Tolerance, resolve_target
+from .targets import TargetProfile, Tolerance, resolve_target
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 TOLERANCE_FLAGS = ("cosine", "max_abs", "top1_agreement", "sqnr_db")
@@ -252,10 +252,10 @@ class _Inputs:
 
 def tolerance_class(manifest: Manifest) -> str:
     """The profile's tolerance class for an artifact: its quantization mode's class, else its precision."""
-    from .quantize import TOLERANCE_CLASS
+    from .quantize import tolerance_class as mode_class
 
     if manifest.quantization is not None:
-        return TOLERANCE_CLASS[manifest.quantization.mode]
+        return mode_class(manifest.target, manifest.quantization.mode)
     return manifest.precision
 
 
@@ -264,7 +264,7 @@ def _profile(manifest: Manifest) -> tuple[TargetProfile, bool]:
     try:
         return resolve_target(manifest.profile), True
     except (UsageError, InputError):
-        return resolve_target(DEFAULT_PROFILES[manifest.target]), False
+        return resolve_target(manifest.target), False  # a backend's name stands for its default profile
 
 
 def _tolerance(manifest: Manifest, where: Path, overrides: dict) -> tuple[Tolerance, str, str]:
@@ -434,10 +434,11 @@ def _verify_artifact(artifact: Path, plan: _Plan, options: VerifyOptions, refere
         return [VerifyResult(**base, runtime="none", status=FAIL, metrics={}, reason=note + plan.integrity)], None
 
     x, x_ref, inputs_key = inputs.get(manifest, image_input=manifest.inputs[0].kind == "image")
-    units = None
-    if manifest.target == "coreml":
-        units = list(_profile(manifest)[0].export.compute_units or ("cpu_only",))
+    from .backends.base import get_backend
     from .verify_worker import RuntimeChild
+
+    settings = [s for s in get_backend(manifest.target).runtime_settings(_profile(manifest)[0]) if s is not None]
+    units = settings or None
 
     with RuntimeChild.start(artifact, manifest, x, options.threads, units) as child:
         # the reference is computed while the child loads its runtime
@@ -447,7 +448,7 @@ def _verify_artifact(artifact: Path, plan: _Plan, options: VerifyOptions, refere
             note += "the reference checkpoint is not the file it was exported from (sha256 differs). "
         reference = references.outputs(key, source, x_ref, inputs_key)
         if units and len(units) > 1:
-            progress(f"verifying {artifact.name} on Core ML ({', '.join(units)}) ...")
+            progress(f"verifying {artifact.name} on {get_backend(manifest.target).title} ({', '.join(units)}) ...")
         report = child.wait()
     output = next(o for o in manifest.outputs if o.dtype == "float32")
     if output.layout == "classifier":
@@ -464,9 +465,9 @@ def _check_against_reference(report, source, manifest: Manifest) -> None:
 
     structure = report.status.get("structure")
     arrays = (structure or {}).get("arrays") or {}
-    if not arrays or structure["problems"]:
-        return
     backend = get_backend(manifest.target)
+    if not backend.has_reference_check or not arrays or structure["problems"]:
+        return
     found = backend.reference_problems({k: report.output(v) for k, v in arrays.items()}, source, manifest)
     structure["problems"].extend(found)
     if not found:

@@ -91,26 +91,27 @@ def _work(request: dict, status: _Status) -> None:
     import numpy as np
 
     from ._strict import from_mapping
-    from .backends.base import get_backend
+    from .backends.registry import ensure_registered, get_backend
     from .manifest import Manifest
     from .verify import input_mismatch, run_batched
 
+    ensure_registered(request.get("backend"))  # a backend registered by the caller's own code
     manifest = from_mapping(Manifest, request["manifest"], Path(request["manifest_path"]))
     backend = get_backend(manifest.target)
-    _unquiet(backend)
+    _unquiet(sys.modules[type(backend).__module__])
     status.stage("importing the runtime")
     import importlib
 
-    for module in backend.RUNTIME_MODULES:
+    for module in backend.runtime_modules:
         importlib.import_module(module)
     path = Path(request["artifact"])
-    if hasattr(backend, "structural_problems"):
+    if backend.has_structural_check:
         status.stage("running the structural check")
         problems, facts = backend.structural_problems(path, manifest)
         status.doc["structure"] = {"problems": [str(p) for p in problems], "facts": dict(facts), "arrays": {}}
         if problems:
             return
-    if status.doc["structure"] is not None and hasattr(backend, "weights_for_reference"):
+    if status.doc["structure"] is not None and backend.has_reference_check:
         status.stage("reading the weights checked against the reference")
         for key, value in backend.weights_for_reference(path, manifest).items():
             name = f"structure_{len(status.doc['structure']['arrays'])}.npy"
@@ -129,8 +130,7 @@ def _work(request: dict, status: _Status) -> None:
         on = f" on {units}" if units else ""
         status.stage(f"loading the artifact{on}")
         try:
-            extra = {"compute_units": units} if units else {}
-            runner = backend.load(path, manifest, request["threads"], **extra)
+            runner = backend.load(path, manifest, request["threads"], units)
             run["runtime"] = runner.runtime
             run["input"] = {"name": runner.input_name, "shape": list(runner.input_shape),
                             "dtype": runner.input_dtype}
@@ -224,6 +224,7 @@ class RuntimeChild:
 
         import numpy as np
 
+        from .backends.registry import origin
         from .manifest import manifest_path
 
         folder = Path(tempfile.mkdtemp(prefix="shvit-edge-verify-"))
@@ -233,6 +234,7 @@ class RuntimeChild:
             request = {"parent_pid": os.getpid(), "artifact": str(artifact), "manifest": dataclasses.asdict(manifest),
                        "manifest_path": str(manifest_path(artifact)), "threads": threads,
                        "compute_units": compute_units, "inputs": str(folder / "inputs.npy"),
+                       "backend": origin(manifest.target),
                        "status": str(folder / "status.json"), "outputs": str(folder / "outputs")}
             (folder / "request.json").write_text(json.dumps(request), encoding="utf-8")
             log = open(folder / "log.txt", "wb")  # a file, not a pipe: nobody reads a pipe while the child runs

@@ -110,7 +110,7 @@ def _export_one(source, target, out, **options):
     profiles = resolve_targets(target)
     spec = VARIANTS[source.variant]
     resolution = parse_resolution(options.pop("resolution", None), spec.resolution)
-    report = export(source, profiles, ExportOptions(resolution=resolution, **options), out)
+    report = export(source, profiles, ExportOptions.create(resolution=resolution, **options), out)
     assert not report.failures, report.failures
     (artifact,) = report.artifacts
     return artifact

@@ -22,7 +22,7 @@ from shvit_edge.export import ExportOptions, export, resolve_targets
 from shvit_edge.images import list_images, load_pixels, normalize
 from shvit_edge.manifest import Quantization, manifest_path, read_manifest
 from shvit_edge.parity.metrics import ParityMetrics
-from shvit_edge.quantize import TOLERANCE_CLASS, quantizable_layers
+from shvit_edge.quantize import quantizable_layers, tolerance_class
 from shvit_edge.targets import resolve_target
 from shvit_edge.verify import VerifyOptions, judge, verify
 
@@ -103,11 +103,11 @@ def test_weight_compression_is_in_the_package_and_verify_checks_it(s1_source, ex
     estimate = manifest.details["weight_compression_estimate"]
     assert estimate["weights"] == {"compressed": n, "float": 88, "not_in_package": 0}
     assert estimate["output"] == "classLabel_probs" and "decompressed" in estimate["method"]
-    assert estimate["tolerance_class"] == TOLERANCE_CLASS[mode]
+    assert estimate["tolerance_class"] == tolerance_class("coreml", mode)
 
     (result,) = verify([artifact.path], VerifyOptions(images=str(images_dir), samples=0))
     assert result.status == "skipped", result
-    assert result.tolerances["class"] == TOLERANCE_CLASS[mode]
+    assert result.tolerances["class"] == tolerance_class("coreml", mode)
     assert "structural check passed" in result.reason
     assert f"compressed weights {n} {op_type} ({bits}-bit)" in result.reason
     assert "accuracy estimate at export (measured off-device)" in result.reason
@@ -129,7 +129,7 @@ def test_accuracy_estimate_on_the_photos_and_what_the_manifest_and_verify_say(s1
     model = coreml._softmax_head(s1_source.deploy_model(fold_std=True))
     assert_reacts(model.inner, x)
     estimate = coreml.weight_compression_estimate(artifact.path, model, x, image_io=True, inputs="5 images")
-    tolerance = resolve_target("coreml").tolerance(TOLERANCE_CLASS[mode])
+    tolerance = resolve_target("coreml").tolerance(tolerance_class("coreml", mode))
     metrics = estimate["metrics"]
     assert metrics["sqnr_db"] < 55  # really compressed: fp16 weights alone are at 60 dB
     problems = within(metrics, tolerance)
@@ -140,7 +140,7 @@ def test_accuracy_estimate_on_the_photos_and_what_the_manifest_and_verify_say(s1
         recorded = manifest.details["weight_compression_estimate"]
         assert recorded["within_tolerance"] is False and recorded["problems"], recorded
         (result,) = verify([artifact.path], VerifyOptions(images=str(images_dir), samples=0))
-        assert f"outside the {TOLERANCE_CLASS[mode]} tolerances" in result.reason, result.reason
+        assert f"outside the {tolerance_class('coreml', mode)} tolerances" in result.reason, result.reason
 
 
 @pytest.mark.parametrize("mode", list(EXPECTED))

@@ -101,7 +101,7 @@ def test_every_layer_name_maps_to_exactly_one_op(s1_source, fp32_tflite):
 
 def test_int8_nhwc_batch2_with_keep_float(calibrated_source, images_dir, tmp_path):
     keep = ("patch_embed.0", "stages.1.blocks.0.mixer.m.qkv", "head")
-    options = ExportOptions(resolution=(224, 224), layout="nhwc", batch=2, quantize="int8",
+    options = ExportOptions.create(resolution=(224, 224), layout="nhwc", batch=2, quantize="int8",
                             calibration=str(images_dir), keep_float=keep, calibration_samples=SAMPLES)
     (artifact,) = export(calibrated_source, resolve_targets("tflite"), options, tmp_path).artifacts
     manifest = read_manifest(artifact.manifest)

@@ -27,8 +27,9 @@ from shvit_edge import bounds
 from shvit_edge.errors import InputError, UsageError
 from shvit_edge.manifest import (ArtifactRef, CheckpointRef, Manifest, Preprocessing, Quantization, TensorSpec,
                                  is_plain_file_name, read_manifest)
-from shvit_edge.quantize import TOLERANCE_CLASS
-from shvit_edge.targets import (BACKENDS, PRECISIONS, Tolerance, available_profiles, is_plain_name, load_profile,
+from shvit_edge.backends.base import backends
+from shvit_edge.quantize import modes
+from shvit_edge.targets import (PRECISIONS, Tolerance, available_profiles, is_plain_name, load_profile,
                                 tolerance_classes)
 
 CASES = 2000
@@ -83,10 +84,12 @@ def read(reader, path, outcomes: dict):
 
 # --- generated values ----------------------------------------------------------------------------------------------
 
+BACKENDS = tuple(backends())
+MODE_NAMES = tuple(m.name for b in backends().values() for m in b.quantization_modes)
 _ALL_BOUNDS = [b for b in vars(bounds).values() if isinstance(b, bounds.Bounds)]
 _EDGES = sorted({v for b in _ALL_BOUNDS for end in (b.lo, b.hi) if end is not None
                  for v in (end - 1, end, end + 1, end - 0.5, end + 0.5)}, key=float)
-_NAMES = (*BACKENDS, *PRECISIONS, *TOLERANCE_CLASS, *tolerance_classes(), "host-onnx", "pixel-8", "nchw", "nhwc",
+_NAMES = (*BACKENDS, *PRECISIONS, *MODE_NAMES, *tolerance_classes(), "host-onnx", "pixel-8", "nchw", "nhwc",
           "xnnpack", "iOS16", "all", "cpu_only", "float32", "float16", "uint8", "NCHW", "NC", "image", "tensor")
 _PATHLIKE = ("fp16.mlpackage/../../../ESCAPED", "../x", "..", ".", "", "a/b", "a\\b", "/etc/passwd", "x\x00y",
              "new\nline", "tab\tname", " lead", "trail ", ".hidden", "-dash", "a..b", "x" * 64, "x" * 65, "\u2028",
@@ -295,7 +298,7 @@ def test_the_manifest_reader_reads_or_refuses_cleanly(tmp_path_factory):
             assert manifest.target in BACKENDS and manifest.precision in PRECISIONS
             assert is_plain_name(manifest.profile) and is_plain_file_name(manifest.artifact.file)
             assert manifest.inputs and any(o.dtype == "float32" for o in manifest.outputs)
-            assert manifest.quantization is None or manifest.quantization.mode in TOLERANCE_CLASS
+            assert manifest.quantization is None or manifest.quantization.mode in modes(manifest.target)
             assert set(manifest.tolerances or {}) <= set(tolerance_classes())
             assert_bounded(manifest)
             assert read_manifest(path) == manifest  # and reading is repeatable

@@ -10,14 +10,14 @@ import pytest
 from shvit_edge.errors import InputError, UsageError
 from shvit_edge.export import resolve_targets
 from shvit_edge.manifest import (ArtifactRef, CheckpointRef, Manifest, Preprocessing, TensorSpec, read_manifest)
-from shvit_edge.targets import DEFAULT_PROFILES, available_profiles, load_profile, resolve_target
+from shvit_edge.targets import available_profiles, default_profiles, load_profile, resolve_target
 
 from conftest import ROOT
 
 
 def test_every_shipped_profile_loads_and_backends_map_to_them():
     profiles = available_profiles()
-    assert set(DEFAULT_PROFILES.values()) <= set(profiles)
+    assert set(default_profiles().values()) <= set(profiles)
     for name, path in profiles.items():
         profile = load_profile(path)
         assert profile.name == name

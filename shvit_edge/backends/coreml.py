@@ -38,7 +38,9 @@ from pathlib import Path
 from ..errors import UsageError
 from ..manifest import TensorSpec
 from ._quiet import quiet
-from .base import BackendResult, modules_available
+from dataclasses import dataclass
+
+from .base import Backend, BackendResult, QuantMode, Runner, modules_available, option, register
 
 NAME = "coreml"
 SUFFIX = ".mlpackage"
@@ -104,7 +106,7 @@ def _export(job, out: Path) -> BackendResult:
     options, source = job.options, job.source
     h, w = job.resolution
     batch = options.batch
-    image_io = options.coreml_io == "image"
+    image_io = job.backend_options.coreml_io == "image"
     if image_io and batch != 1:
         raise UsageError("a Core ML image input takes one image (batch 1); for batch > 1 use --coreml-io tensor")
     target_name = job.profile.export.minimum_deployment_target or "iOS16"
@@ -905,3 +907,69 @@ def load(path, manifest=None, threads=None, compute_units: str = "cpu_only"):
     shape = (1, 3, inp["height"], inp["width"]) if image else tuple(inp["shape"])
     return Runner(run, f"coremltools {ct.__version__} ({compute_units})", inp["name"], shape,
                   "uint8" if image else "float32")
+
+
+@dataclass(frozen=True)
+class CoreMLOptions:
+    coreml_io: str = option("image", flag="--coreml-io", choices=("image", "tensor"),
+                            help="Core ML: RGB image in and classifier out, or a normalized float tensor in and "
+                                 "logits out.")
+
+
+@register
+class CoreMLBackend(Backend):
+    """Core ML ML-program packages through coremltools; compressed with coremltools.optimize. Runs only on Apple
+    platforms: elsewhere verify checks the package's structure and its first conv against the reference."""
+
+    name = NAME
+    title = "Core ML"
+    suffix = SUFFIX
+    extra = "coreml"
+    libraries = ("coremltools",)
+    runtime_modules = RUNTIME_MODULES
+    default_profile = "iphone12-ios16"
+    quantization_modes = (QuantMode("int8-weights", "int8"), QuantMode("palettize-6", "int8"),
+                          QuantMode("palettize-4", "palettize-4"),
+                          QuantMode("w8a8", "int8", calibrated=True, min_deployment_target="iOS17",
+                                    needs_why="activation quantization"))
+    export_cost = 2
+    colour = "#d62728"
+    Options = CoreMLOptions
+    has_structural_check = True
+    has_reference_check = True
+
+    def is_available(self) -> bool:
+        return is_available()
+
+    def check(self, profile, common, options) -> None:
+        if options.coreml_io == "image" and common.batch != 1:
+            raise UsageError("a Core ML image input takes one image (batch 1); for batch > 1 use --coreml-io tensor")
+        if common.quantize == "w8a8" and not modules_available("executorch", "torchao"):
+            raise UsageError("--quantize w8a8 calibrates int8 activations in PyTorch with the Core ML quantizer "
+                             "that ExecuTorch ships (coremltools' own calibration runs the model, which only macOS "
+                             "can): pip install 'shvit-edge[executorch]'")
+
+    def artifact_tags(self, profile, common, options, precision: str) -> tuple[str, ...]:
+        return (precision, "tensor") if options.coreml_io == "tensor" else (precision,)
+
+    def export(self, job, out) -> BackendResult:
+        return export(job, out)
+
+    def load(self, path, manifest=None, threads=None, setting=None) -> Runner:
+        return load(path, manifest, threads, compute_units=setting or "cpu_only")
+
+    def runtime_settings(self, profile) -> tuple[str | None, ...]:
+        """Each compute-unit setting of the profile (``cpu_only`` if it names none)."""
+        return tuple(profile.export.compute_units or ("cpu_only",))
+
+    def cannot_run_here(self, path, manifest) -> str | None:
+        return cannot_run_here(path, manifest)
+
+    def structural_problems(self, path, manifest) -> tuple[list[str], dict]:
+        return structural_problems(path, manifest)
+
+    def weights_for_reference(self, path, manifest) -> dict:
+        return weights_for_reference(path, manifest)
+
+    def reference_problems(self, arrays: dict, source, manifest) -> list[str]:
+        return reference_problems(arrays, source, manifest)

@@ -15,7 +15,9 @@ import numpy as np
 
 from ..manifest import TensorSpec
 from ._quiet import quiet
-from .base import BackendResult, Runner, modules_available
+from dataclasses import dataclass
+
+from .base import Backend, BackendResult, QuantMode, Runner, modules_available, option, register
 
 NAME = "executorch"
 SUFFIX = ".pte"
@@ -63,7 +65,7 @@ def delegation_report(edge_program) -> dict:
 
 
 def export(job, out: Path) -> BackendResult:
-    delegate = job.options.delegate or job.profile.export.delegate or "xnnpack"
+    delegate = job.backend_options.delegate or job.profile.export.delegate or "xnnpack"
     example = job.example_input()
     program = job.exported_program(example)
     quantization = None
@@ -208,3 +210,58 @@ def _dtype_name(tensor_meta) -> str:
 #: ExecuTorch ScalarType codes (runtime/core/portable_type/scalar_type.h) by numpy name
 _SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
                  7: "float64", 11: "bool"}
+
+
+@dataclass(frozen=True)
+class ExecuTorchOptions:
+    delegate: str | None = option(None, flag="--delegate", choices=("xnnpack", "coreml"),
+                                  help="ExecuTorch delegate (default xnnpack; coreml lowers to ExecuTorch's Core "
+                                       "ML backend).")
+
+
+@register
+class ExecuTorchBackend(Backend):
+    """ExecuTorch ``.pte`` programs lowered to XNNPACK (or ExecuTorch's Core ML backend), run with
+    ``executorch.runtime``; quantized with PT2E and the XNNPACK quantizer."""
+
+    name = NAME
+    title = "ExecuTorch"
+    suffix = SUFFIX
+    extra = "executorch"
+    libraries = ("executorch",)
+    runtime_modules = RUNTIME_MODULES
+    default_profile = "android-arm64-executorch"
+    quantization_modes = (QuantMode("int8", "int8", calibrated=True), QuantMode("int8-dynamic", "int8"))
+    #: the activation observer of PT2E (XNNPACK's config uses torchao's HistogramObserver; MinMaxObserver)
+    calibration_methods = ("histogram", "minmax")
+    dfq_default = "none"
+    augments_calibration = True
+    export_cost = 4
+    colour = "#1f77b4"
+    Options = ExecuTorchOptions
+    has_structural_check = True
+
+    def is_available(self) -> bool:
+        return is_available()
+
+    def check(self, profile, common, options) -> None:
+        if options.delegate and profile.export.delegates and options.delegate not in profile.export.delegates:
+            from ..errors import UsageError
+
+            raise UsageError(f"target {profile.name} does not offer the {options.delegate} delegate")
+
+    def artifact_tags(self, profile, common, options, precision: str) -> tuple[str, ...]:
+        delegate = options.delegate or profile.export.delegate
+        return () if delegate == "xnnpack" else (delegate,)
+
+    def export(self, job, out) -> BackendResult:
+        return export(job, out)
+
+    def load(self, path, manifest=None, threads=None, setting=None) -> Runner:
+        return load(path, manifest, threads)
+
+    def cannot_run_here(self, path, manifest) -> str | None:
+        return cannot_run_here(path, manifest)
+
+    def structural_problems(self, path, manifest) -> tuple[list[str], dict]:
+        return structural_problems(path, manifest)

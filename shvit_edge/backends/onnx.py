@@ -8,7 +8,9 @@ import numpy as np
 
 from ..manifest import Quantization, TensorSpec
 from ._quiet import quiet
-from .base import BackendResult, Runner, modules_available
+from dataclasses import dataclass
+
+from .base import Backend, BackendResult, QuantMode, Runner, modules_available, option, register
 
 NAME = "onnx"
 SUFFIX = ".onnx"
@@ -25,7 +27,7 @@ def export(job, out: Path) -> BackendResult:
     import torch
 
     opset = job.profile.export.opset
-    dynamic = job.options.dynamic_batch
+    dynamic = job.backend_options.dynamic_batch
     example = job.example_input()
     program = job.exported_program(example, dynamic_batch=dynamic)
     with quiet():
@@ -94,7 +96,7 @@ def _quantize(job, out: Path) -> Quantization:
                   "distribution": CalibrationMethod.Distribution}[job.calibration_method()]
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                        calibrate_method=method, reduce_range=job.options.reduce_range)
+                        calibrate_method=method, reduce_range=job.backend_options.reduce_range)
     return job.quantization(calibration)
 
 
@@ -150,3 +152,53 @@ def load(path, manifest=None, threads: int | None = None):
     element = first.type.removeprefix("tensor(").removesuffix(")")
     dtype = {"float": "float32", "double": "float64"}.get(element, element)  # ONNX names -> numpy names
     return Runner(run, f"onnxruntime {ort.__version__}", name, shape, dtype)
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    dynamic_batch: bool = option(False, flag="--dynamic-batch", help="ONNX: a dynamic batch dimension.")
+    reduce_range: bool = option(False, flag="--reduce-range",
+                                help="ONNX --quantize int8: ORT's reduce_range (7-bit weights), for x86 CPUs "
+                                     "without VNNI.")
+
+
+@register
+class OnnxBackend(Backend):
+    """ONNX opset 18 (torch's dynamo exporter), run with ONNX Runtime; quantized with onnxruntime.quantization."""
+
+    name = NAME
+    title = "ONNX"
+    suffix = SUFFIX
+    extra = "onnx"
+    libraries = ("onnx", "onnxruntime", "onnxscript")
+    runtime_modules = RUNTIME_MODULES
+    default_profile = "host-onnx"
+    quantization_modes = (QuantMode("int8", "int8", calibrated=True), QuantMode("int8-dynamic", "int8"))
+    #: onnxruntime's CalibrationMethod
+    calibration_methods = ("minmax", "entropy", "percentile", "distribution")
+    dfq_default = "none"
+    augments_calibration = True
+    export_cost = 1
+    colour = "#2ca02c"
+    Options = OnnxOptions
+
+    def is_available(self) -> bool:
+        return is_available()
+
+    def check(self, profile, common, options) -> None:
+        if options.reduce_range and common.quantize != "int8":
+            from ..errors import UsageError
+
+            raise UsageError("--reduce-range applies to --quantize int8 on the onnx target")
+
+    def artifact_tags(self, profile, common, options, precision: str) -> tuple[str, ...]:
+        return ("dynbatch",) if options.dynamic_batch else ()
+
+    def export(self, job, out) -> BackendResult:
+        return export(job, out)
+
+    def load(self, path, manifest=None, threads=None, setting=None) -> Runner:
+        return load(path, manifest, threads)
+
+    def cannot_run_here(self, path, manifest) -> str | None:
+        return cannot_run_here(path, manifest)

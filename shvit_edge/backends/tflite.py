@@ -18,7 +18,9 @@ import numpy as np
 
 from ..manifest import Quantization, TensorSpec
 from ._quiet import quiet
-from .base import BackendResult, Runner, modules_available
+from dataclasses import dataclass
+
+from .base import Backend, BackendResult, QuantMode, Runner, modules_available, option, register
 
 NAME = "tflite"
 SUFFIX = ".tflite"
@@ -48,7 +50,7 @@ def _named(model):
 
 
 def export(job, out: Path) -> BackendResult:
-    layout = job.options.layout
+    layout = job.backend_options.layout
     example = job.example_input(layout=layout)
     model = _named(job.deploy_model(layout=layout))
     with quiet():
@@ -145,7 +147,7 @@ class _CalibrationSamples:
             chunks = calibration_batches(self.calibration, self.job.options.batch)
         else:
             chunks = self.job.calibration_batches(self.calibration)
-        nhwc = self.job.options.layout == "nhwc"
+        nhwc = self.job.backend_options.layout == "nhwc"
         for x in chunks:
             yield {"image": np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nhwc else x)}
 
@@ -280,3 +282,53 @@ def load(path, manifest=None, threads: int | None = None):
 
     shape = tuple(int(d) for d in detail["shape"])
     return Runner(run, f"ai-edge-litert {version('ai-edge-litert')}", name, shape, np.dtype(detail["dtype"]).name)
+
+
+@dataclass(frozen=True)
+class TFLiteOptions:
+    layout: str = option("nchw", flag="--layout", choices=("nchw", "nhwc"),
+                         help="TFLite input layout; nhwc feeds Android camera buffers without a transpose.")
+
+
+@register
+class TFLiteBackend(Backend):
+    """LiteRT (TFLite) flatbuffers through litert-torch, run with ai-edge-litert; quantized with litert-torch and
+    ai-edge-quantizer."""
+
+    name = NAME
+    title = "TFLite"
+    suffix = SUFFIX
+    extra = "tflite"
+    libraries = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+    runtime_modules = RUNTIME_MODULES
+    default_profile = "android-arm64-tflite"
+    quantization_modes = (QuantMode("fp16", "fp16"), QuantMode("int8-dynamic", "int8"),
+                          QuantMode("int8", "int8", calibrated=True))
+    #: ai-edge-quantizer's algorithm for the weights (activations are min/max in every one)
+    calibration_methods = ("minmax", "octav", "mse")
+    dfq_default = "none"
+    augments_calibration = True
+    export_cost = 3
+    colour = "#ff7f0e"
+    Options = TFLiteOptions
+
+    def is_available(self) -> bool:
+        return is_available()
+
+    def check(self, profile, common, options) -> None:
+        if options.layout not in profile.export.layouts:
+            from ..errors import UsageError
+
+            raise UsageError(f"target {profile.name} does not offer layout {options.layout}")
+
+    def artifact_tags(self, profile, common, options, precision: str) -> tuple[str, ...]:
+        return ("nhwc",) if options.layout == "nhwc" else ()
+
+    def export(self, job, out) -> BackendResult:
+        return export(job, out)
+
+    def load(self, path, manifest=None, threads=None, setting=None) -> Runner:
+        return load(path, manifest, threads)
+
+    def cannot_run_here(self, path, manifest) -> str | None:
+        return cannot_run_here(path, manifest)

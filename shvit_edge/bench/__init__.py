@@ -139,7 +139,7 @@ def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
     """The candidates (artifacts, then one eager baseline per model configuration) and the artifacts skipped
     (with why: a runtime this machine does not have)."""
     from ..atomic import sha256_of
-    from ..backends.base import get_backend, require
+    from ..backends.registry import get_backend, origin, require
     from ..manifest import manifest_path, read_manifest
     from ..verify import find_artifacts
 
@@ -173,6 +173,7 @@ def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
         candidates.append(Candidate(label=str(path), target=manifest.target, config=config, macs=macs[key],
                                     batch=manifest.batch, manifest=manifest, artifact_sha256=digest,
                                     spec={"kind": "artifact", "path": str(path), "target": manifest.target,
+                                          "backend": origin(manifest.target),
                                           "threads": options.threads,
                                           "cpus": cpus, "warmup": options.warmup}))
     if options.baseline:

@@ -22,8 +22,17 @@ import io
 import os
 from pathlib import Path
 
-COLOURS = {"pytorch": "#7f7f7f", "executorch": "#1f77b4", "tflite": "#ff7f0e", "onnx": "#2ca02c",
-           "coreml": "#d62728"}
+#: the eager PyTorch baseline's colour; each backend declares its own (``Backend.colour``)
+BASELINE_COLOUR = "#7f7f7f"
+
+
+def colours() -> dict[str, str]:
+    """Series colour by target: the baseline, then every registered backend in registry order."""
+    from ..backends.registry import backends
+
+    return {"pytorch": BASELINE_COLOUR, **{name: b.colour for name, b in backends().items()}}
+
+
 FILES = ("report.md", "report.html", "latency.png", "roofline.png", "tradeoff.png")
 
 
@@ -32,7 +41,7 @@ def require_matplotlib() -> None:
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
-        from ..backends.base import MissingExtraError
+        from ..backends.registry import MissingExtraError
 
         raise MissingExtraError("--report needs matplotlib: pip install 'shvit-edge[report]'")
 
@@ -100,7 +109,7 @@ def latency_plot(doc: dict) -> bytes:
     labels = [f"{_group(r)} | {_name(r)}" for r in rows]
     p50 = [r["latency_ms"]["p50"] for r in rows]
     p90 = [r["latency_ms"]["p90"] for r in rows]
-    ax.barh(range(len(rows)), p50, color=[COLOURS.get(r["target"], "#9467bd") for r in rows],
+    ax.barh(range(len(rows)), p50, color=[colours().get(r["target"], "#9467bd") for r in rows],
             xerr=[[0] * len(rows), [b - a for a, b in zip(p50, p90, strict=True)]], capsize=3)
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
@@ -110,8 +119,10 @@ def latency_plot(doc: dict) -> bytes:
                 fontsize=8)
     ax.set_xlabel(f"latency per inference, ms (p50, whisker to p90), {doc['machine']['threads']} thread(s)")
     ax.set_xlim(0, max(p90) * 1.45)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[t]) for t in COLOURS if any(r["target"] == t for r in rows)]
-    ax.legend(handles, [t for t in COLOURS if any(r["target"] == t for r in rows)], loc="lower right", fontsize=8)
+    palette = colours()
+    shown = [t for t in palette if any(r["target"] == t for r in rows)]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[t]) for t in shown]
+    ax.legend(handles, shown, loc="lower right", fontsize=8)
     ax.set_title("Latency by variant and backend")
     return _png(plt, fig)
 
@@ -119,7 +130,7 @@ def latency_plot(doc: dict) -> bytes:
 def roofline_plot(doc: dict) -> bytes:
     rows = _rows(doc)
     plt, (fig, ax) = _figure(9, 1.2 + 0.42 * len(rows))
-    ax.barh(range(len(rows)), [r["gflops"] for r in rows], color=[COLOURS.get(r["target"], "#9467bd") for r in rows])
+    ax.barh(range(len(rows)), [r["gflops"] for r in rows], color=[colours().get(r["target"], "#9467bd") for r in rows])
     ax.set_yticks(range(len(rows)), [f"{_group(r)} | {_name(r)}" for r in rows], fontsize=8)
     ax.invert_yaxis()
     peak = doc["machine"].get("fp32_gemm_peak_gflops")
@@ -139,7 +150,7 @@ def tradeoff_plot(doc: dict) -> bytes | None:
     plt, (fig, ax) = _figure(7.5, 4.5)
     for i, r in enumerate(sorted(rows, key=lambda r: r["latency_ms"]["p50"])):
         distance = max(1.0 - r["verify"]["cosine"], 1e-9)  # fp32 artifacts sit at the floor
-        ax.scatter(r["latency_ms"]["p50"], distance, color=COLOURS.get(r["target"], "#9467bd"), s=40)
+        ax.scatter(r["latency_ms"]["p50"], distance, color=colours().get(r["target"], "#9467bd"), s=40)
         ax.annotate(f"{r['target']} {r.get('quantization') or r.get('precision')}",
                     (r["latency_ms"]["p50"], distance), fontsize=8, xytext=(5, 6 if i % 2 else -11),
                     textcoords="offset points")

@@ -47,9 +47,10 @@ def _import_runtime(spec: dict) -> None:
     if spec["kind"] == "eager":
         importlib.import_module("torch")
         return
-    from ..backends.base import get_backend
+    from ..backends.registry import ensure_registered, get_backend
 
-    for module in get_backend(spec["target"]).RUNTIME_MODULES:
+    ensure_registered(spec.get("backend"))  # a backend registered by the caller's own code
+    for module in get_backend(spec["target"]).runtime_modules:
         importlib.import_module(module)
 
 
@@ -76,7 +77,7 @@ def _load(spec: dict):
         shape = (spec["batch"], 3, *spec["resolution"])
         runtime = f"torch {torch.__version__.split('+')[0]} eager (fused)"
     else:
-        from ..backends.base import get_backend
+        from ..backends.registry import get_backend
         from ..manifest import manifest_path, read_manifest
 
         manifest = read_manifest(manifest_path(Path(spec["path"])))
