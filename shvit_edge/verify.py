@@ -40,8 +40,10 @@ from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, LEGACY_FOLDER_SHA
                      atomic_outputs, sha256_of)
 from .bounds import COSINE, FRACTION, MAX_ABS, SAMPLES, SEED, SQNR_DB, THREADS, Bounds
 from .errors import InputError, UsageError, describe_exception
-from .manifest import MANIFEST_SUFFIX, Manifest, TensorSpec, manifest_path, read_manifest
-from .parity.metrics import ParityMetrics, compare
+from .manifest import MANIFEST_SUFFIX, Manifest, manifest_path, read_manifest
+from .parity.judge import judge
+from .parity.metrics import compare
+from .parity.run import input_mismatch, run_batched  # noqa: F401 - run_batched: importable from here as before
 from .targets import DEFAULT_PROFILES, TargetProfile, Tolerance, resolve_target
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
@@ -293,57 +295,6 @@ def _tolerance(manifest: Manifest, where: Path, overrides: dict) -> tuple[Tolera
             bounds.check(f"{problem_at}.{key}", value, error=InputError)
     tolerance = dataclasses.replace(tolerance, **{k: v for k, v in overrides.items() if v is not None})
     return tolerance, source, note
-
-
-def judge(metrics: ParityMetrics, tolerance: Tolerance) -> list[str]:
-    """What in ``metrics`` breaks ``tolerance`` (empty: it passes). An output or a reference that does not depend
-    on its input fails whatever the numbers: it would match an equally constant counterpart perfectly."""
-    problems = []
-    if metrics.reference_constant:
-        problems.append(f"the reference model's output does not depend on its input "
-                        f"({metrics.reference_constant}): no comparison with it can show the artifact works; "
-                        "check the checkpoint's weights")
-    if not metrics.finite:
-        return [*problems, "NaN or Inf in the output"]
-    if metrics.output_constant:
-        problems.append(f"the artifact's output does not depend on its input ({metrics.output_constant})")
-    # each check is written as "not within", so a NaN metric (a NaN in the reference: ``finite`` is the output's)
-    # fails it; every comparison with NaN is False, and ``nan > bar`` would pass
-    if not metrics.cosine >= tolerance.cosine:
-        problems.append(f"cosine {metrics.cosine:.6f} < {tolerance.cosine}")
-    if not metrics.max_abs <= tolerance.max_abs:
-        problems.append(f"max abs {metrics.max_abs:.3g} > {tolerance.max_abs}")
-    if not metrics.top1_agreement >= tolerance.top1_agreement:
-        problems.append(f"top-1 agreement {metrics.top1_agreement:.3f} < {tolerance.top1_agreement}")
-    if tolerance.sqnr_db is not None and not metrics.sqnr_db >= tolerance.sqnr_db:
-        problems.append(f"SQNR {metrics.sqnr_db:.1f} dB < {tolerance.sqnr_db} dB")
-    return problems
-
-
-def _masked(shape, dynamic_axes) -> tuple[int | None, ...]:
-    """``shape`` with its dynamic axes as None, so a runtime's shape and a manifest's compare."""
-    return tuple(None if i in dynamic_axes else d for i, d in enumerate(shape))
-
-
-def input_mismatch(shape, dtype: str, spec: TensorSpec) -> bool:
-    """Whether the input a runtime reports (``shape``, ``dtype``) is not the manifest's ``spec``."""
-    return (_masked(tuple(shape), spec.dynamic_axes), dtype) != (_masked(spec.shape, spec.dynamic_axes), spec.dtype)
-
-
-def run_batched(runner, x: np.ndarray, manifest: Manifest) -> np.ndarray:
-    """Run ``x`` (N, 3, H, W) through ``runner`` in the artifact's batch, padding the last chunk."""
-    spec = manifest.inputs[0]
-    batch = x.shape[0] if spec.dynamic_axes else manifest.batch
-    outs = []
-    for start in range(0, x.shape[0], batch):
-        chunk = x[start:start + batch]
-        real = chunk.shape[0]
-        if real < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - real, axis=0)])
-        if spec.layout == "NHWC":
-            chunk = chunk.transpose(0, 2, 3, 1)
-        outs.append(np.asarray(runner(np.ascontiguousarray(chunk)))[:real])
-    return np.concatenate(outs)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

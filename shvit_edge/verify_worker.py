@@ -93,7 +93,7 @@ def _work(request: dict, status: _Status) -> None:
     from ._strict import from_mapping
     from .backends.base import get_backend
     from .manifest import Manifest
-    from .verify import input_mismatch, run_batched
+    from .parity.run import input_mismatch, run_batched
 
     manifest = from_mapping(Manifest, request["manifest"], Path(request["manifest_path"]))
     backend = get_backend(manifest.target)

@@ -468,9 +468,9 @@ def weight_compression_estimate(path, model, x, image_io: bool, inputs: str = ""
 def _judged(estimate: dict, profile, mode: str) -> dict:
     """``estimate`` with the verdict of the profile's tolerance class for ``mode`` on its output metrics."""
     from ..errors import ShvitEdgeError
+    from ..parity.judge import judge
     from ..parity.metrics import ParityMetrics
     from ..quantize import TOLERANCE_CLASS
-    from ..verify import judge
 
     name = TOLERANCE_CLASS.get(mode, mode)
     try:
