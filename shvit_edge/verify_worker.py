@@ -80,9 +80,13 @@ def _let_through():
 
 
 def _unquiet(backend) -> None:
+    """Replace ``quiet`` wherever the backend took it: its module, or every module of its package (a package's
+    modules each import ``quiet`` themselves, so replacing the package's alone would silence them still)."""
     from .backends import _quiet
 
-    for module in (backend, _quiet):
+    inside = backend.__name__ + "."
+    modules = [backend, _quiet, *(m for name, m in list(sys.modules.items()) if name.startswith(inside))]
+    for module in modules:
         if hasattr(module, "quiet"):
             module.quiet = _let_through
 
