@@ -3,12 +3,12 @@ judging functions, ``shvit_edge/models/reparam.py``, ``shvit_edge/atomic.py`` an
 against the fast unit tests that cover them. Not part of CI.
 
 mutmut (``pip install -c constraints.txt -e '.[mutation]'``) runs in a scratch copy of the project (it writes a
-``mutants/`` folder beside the sources; the working tree is left alone). In ``shvit_edge/verify.py`` only the
-functions in :data:`VERIFY_JUDGING` are mutated (the others are marked ``# pragma: no mutate block`` in the
-copy). The score is killed / all mutants, per module and overall; a mutant no selected test reaches counts as
-surviving. Survivors are listed with file, line and the change; those in :data:`EQUIVALENT` (mutants that cannot
-change behaviour) are listed as such with the reason, and counted apart. Results go to
-benchmarks/results/mutation.json.
+``mutants/`` folder beside the sources; the working tree is left alone). In ``shvit_edge/verify.py`` and
+``shvit_edge/parity/run.py`` (where two of them now live, beside verify's batching) only the functions in
+:data:`VERIFY_JUDGING` are mutated (the others are marked ``# pragma: no mutate block`` in the copy). The score
+is killed / all mutants, per module and overall; a mutant no selected test reaches counts as surviving.
+Survivors are listed with file, line and the change; those in :data:`EQUIVALENT` (mutants that cannot change
+behaviour) are listed as such with the reason, and counted apart. Results go to benchmarks/results/mutation.json.
 
     .venv/bin/python benchmarks/mutation.py [--max-children 1] [--keep DIR] [--out FILE]
 """
@@ -37,7 +37,10 @@ MUTMUT = [sys.executable, "-m", "mutmut"]
 #: the modules mutated (verify.py: only its judging functions)
 MODULES = ("shvit_edge/parity/*.py", "shvit_edge/verify.py", "shvit_edge/models/reparam.py",
            "shvit_edge/atomic.py", "shvit_edge/_strict.py")
+#: verify's judging functions (``judge`` in parity/judge.py, ``_masked`` and ``input_mismatch`` in parity/run.py)
 VERIFY_JUDGING = ("VerifyResult", "_finite", "check_options", "judge", "_masked", "input_mismatch", "_softmax")
+#: the modules holding verify's functions, where only those in :data:`VERIFY_JUDGING` are mutated
+PARTLY_MUTATED = ("shvit_edge/verify.py", "shvit_edge/parity/run.py")
 #: the tests that cover them and take seconds, not minutes (each mutant runs only the tests that reach it)
 TESTS = ("tests/test_judge.py", "tests/test_mutation_kills.py", "tests/test_atomic.py", "tests/test_readers.py",
          "tests/test_readers_props.py")
@@ -117,7 +120,8 @@ def prepare(workspace: Path) -> Path:
     # the fixtures sit beside the project (conftest: ROOT.parent / "shared"), for the copy and for mutmut's copy
     for where in (workspace, work):
         (where / "shared").symlink_to(SHARED)
-    mark_unjudged(work / "shvit_edge" / "verify.py")
+    for module in PARTLY_MUTATED:
+        mark_unjudged(work / module)
     deselect = " and ".join(f"not {name}" for name in DESELECT)
     config = {
         "source_paths": ["shvit_edge"],
@@ -134,7 +138,8 @@ def prepare(workspace: Path) -> Path:
 
 
 def mark_unjudged(path: Path) -> None:
-    """Mark every top-level function and class of verify.py but the judging ones ``no mutate``."""
+    """Mark every top-level function and class of ``path`` (verify.py, parity/run.py) but the judging ones
+    ``no mutate``."""
     lines = path.read_text().splitlines()
     for node in ast.parse("\n".join(lines)).body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name not in VERIFY_JUDGING:

@@ -28,7 +28,6 @@ import dataclasses
 import datetime
 import logging
 import math
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -36,12 +35,14 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, LEGACY_FOLDER_SHA256_METHOD, TMP_PREFIX,
-                     atomic_outputs, sha256_of)
+from .artifacts import find_artifacts
+from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, LEGACY_FOLDER_SHA256_METHOD, atomic_outputs, sha256_of)
 from .bounds import COSINE, FRACTION, MAX_ABS, SAMPLES, SEED, SQNR_DB, THREADS, Bounds
 from .errors import InputError, UsageError, describe_exception
-from .manifest import MANIFEST_SUFFIX, Manifest, TensorSpec, manifest_path, read_manifest
-from .parity.metrics import ParityMetrics, compare
+from .manifest import Manifest, manifest_path, read_manifest
+from .parity.judge import judge
+from .parity.metrics import compare
+from .parity.run import input_mismatch, run_batched  # noqa: F401 - run_batched: importable from here as before
 from .targets import TargetProfile, Tolerance, resolve_target
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
@@ -114,52 +115,6 @@ def check_options(options: VerifyOptions) -> None:
     if options.trust_checkpoint and options.checkpoint is None:
         raise UsageError("--trust-checkpoint applies to --checkpoint FILE only: a checkpoint a manifest names is "
                          "always loaded safely (weights only); give the file you trust with --checkpoint")
-
-
-def _is_regular_or_folder(path: Path) -> bool:
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
-
-
-def _not_regular(path: Path) -> InputError:
-    return InputError(f"{path}: not a regular file or folder (a device, FIFO or socket is no artifact); refused")
-
-
-def find_artifacts(paths) -> list[Path]:
-    """Each PATH as an artifact (it has a manifest beside it) or a folder of artifacts (entries with a manifest
-    beside them; anything else there is passed over). An artifact or manifest that is no regular file (or, for
-    an artifact, folder) is refused with :class:`InputError`: reading a FIFO or a device could hang."""
-    found: list[Path] = []
-    for given in paths:
-        path = Path(given)
-        if path.name.endswith(MANIFEST_SUFFIX) and path.is_file() and \
-                Path(str(path)[:-len(MANIFEST_SUFFIX)]).exists():
-            path = Path(str(path)[:-len(MANIFEST_SUFFIX)])  # the manifest was given: verify its artifact
-        if manifest_path(path).is_file():
-            if not _is_regular_or_folder(path):
-                raise _not_regular(path)
-            found.append(path)
-        elif path.is_dir():
-            inside = sorted(p for p in path.iterdir() if not p.name.startswith(TMP_PREFIX)
-                            and not p.name.endswith(MANIFEST_SUFFIX) and manifest_path(p).is_file())
-            if not inside:
-                raise InputError(f"{path}: no artifacts in this folder (an artifact has its manifest, "
-                                 f"<artifact>{MANIFEST_SUFFIX}, beside it)")
-            for p in inside:
-                if not _is_regular_or_folder(p):
-                    raise _not_regular(p)
-            found.extend(inside)
-        elif path.exists() and not _is_regular_or_folder(path):
-            raise _not_regular(path)
-        elif path.exists():
-            raise InputError(f"{path}: not an artifact of shvit-edge (no manifest {manifest_path(path).name} "
-                             "beside it)")
-        else:
-            raise InputError(f"{path}: no such file or folder")
-    return list(dict.fromkeys(found))
 
 
 def manifest_checkpoint(manifest: Manifest, artifact: Path) -> Path:
@@ -293,57 +248,6 @@ def _tolerance(manifest: Manifest, where: Path, overrides: dict) -> tuple[Tolera
             bounds.check(f"{problem_at}.{key}", value, error=InputError)
     tolerance = dataclasses.replace(tolerance, **{k: v for k, v in overrides.items() if v is not None})
     return tolerance, source, note
-
-
-def judge(metrics: ParityMetrics, tolerance: Tolerance) -> list[str]:
-    """What in ``metrics`` breaks ``tolerance`` (empty: it passes). An output or a reference that does not depend
-    on its input fails whatever the numbers: it would match an equally constant counterpart perfectly."""
-    problems = []
-    if metrics.reference_constant:
-        problems.append(f"the reference model's output does not depend on its input "
-                        f"({metrics.reference_constant}): no comparison with it can show the artifact works; "
-                        "check the checkpoint's weights")
-    if not metrics.finite:
-        return [*problems, "NaN or Inf in the output"]
-    if metrics.output_constant:
-        problems.append(f"the artifact's output does not depend on its input ({metrics.output_constant})")
-    # each check is written as "not within", so a NaN metric (a NaN in the reference: ``finite`` is the output's)
-    # fails it; every comparison with NaN is False, and ``nan > bar`` would pass
-    if not metrics.cosine >= tolerance.cosine:
-        problems.append(f"cosine {metrics.cosine:.6f} < {tolerance.cosine}")
-    if not metrics.max_abs <= tolerance.max_abs:
-        problems.append(f"max abs {metrics.max_abs:.3g} > {tolerance.max_abs}")
-    if not metrics.top1_agreement >= tolerance.top1_agreement:
-        problems.append(f"top-1 agreement {metrics.top1_agreement:.3f} < {tolerance.top1_agreement}")
-    if tolerance.sqnr_db is not None and not metrics.sqnr_db >= tolerance.sqnr_db:
-        problems.append(f"SQNR {metrics.sqnr_db:.1f} dB < {tolerance.sqnr_db} dB")
-    return problems
-
-
-def _masked(shape, dynamic_axes) -> tuple[int | None, ...]:
-    """``shape`` with its dynamic axes as None, so a runtime's shape and a manifest's compare."""
-    return tuple(None if i in dynamic_axes else d for i, d in enumerate(shape))
-
-
-def input_mismatch(shape, dtype: str, spec: TensorSpec) -> bool:
-    """Whether the input a runtime reports (``shape``, ``dtype``) is not the manifest's ``spec``."""
-    return (_masked(tuple(shape), spec.dynamic_axes), dtype) != (_masked(spec.shape, spec.dynamic_axes), spec.dtype)
-
-
-def run_batched(runner, x: np.ndarray, manifest: Manifest) -> np.ndarray:
-    """Run ``x`` (N, 3, H, W) through ``runner`` in the artifact's batch, padding the last chunk."""
-    spec = manifest.inputs[0]
-    batch = x.shape[0] if spec.dynamic_axes else manifest.batch
-    outs = []
-    for start in range(0, x.shape[0], batch):
-        chunk = x[start:start + batch]
-        real = chunk.shape[0]
-        if real < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - real, axis=0)])
-        if spec.layout == "NHWC":
-            chunk = chunk.transpose(0, 2, 3, 1)
-        outs.append(np.asarray(runner(np.ascontiguousarray(chunk)))[:real])
-    return np.concatenate(outs)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -80,9 +80,13 @@ def _let_through():
 
 
 def _unquiet(backend) -> None:
+    """Replace ``quiet`` wherever the backend took it: its module, or every module of its package (a package's
+    modules each import ``quiet`` themselves, so replacing the package's alone would silence them still)."""
     from .backends import _quiet
 
-    for module in (backend, _quiet):
+    inside = backend.__name__ + "."
+    modules = [backend, _quiet, *(m for name, m in list(sys.modules.items()) if name.startswith(inside))]
+    for module in modules:
         if hasattr(module, "quiet"):
             module.quiet = _let_through
 
@@ -93,7 +97,7 @@ def _work(request: dict, status: _Status) -> None:
     from ._strict import from_mapping
     from .backends.registry import ensure_registered, get_backend
     from .manifest import Manifest
-    from .verify import input_mismatch, run_batched
+    from .parity.run import input_mismatch, run_batched
 
     ensure_registered(request.get("backend"))  # a backend registered by the caller's own code
     manifest = from_mapping(Manifest, request["manifest"], Path(request["manifest_path"]))

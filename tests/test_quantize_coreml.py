@@ -126,7 +126,7 @@ def test_accuracy_estimate_on_the_photos_and_what_the_manifest_and_verify_say(s1
     manifest = read_manifest(artifact.manifest)
     pixels = load_pixels(list_images(images_dir), (224, 224), manifest.preprocessing)
     x = coreml.model_inputs(normalize(pixels, manifest.preprocessing), s1_source.std, image_io=True)
-    model = coreml._softmax_head(s1_source.deploy_model(fold_std=True))
+    model = coreml.softmax_head(s1_source.deploy_model(fold_std=True))
     assert_reacts(model.inner, x)
     estimate = coreml.weight_compression_estimate(artifact.path, model, x, image_io=True, inputs="5 images")
     tolerance = resolve_target("coreml").tolerance(tolerance_class("coreml", mode))

@@ -145,6 +145,24 @@ def test_a_dead_child_is_explained_by_its_signal_its_step_and_that_steps_last_er
         "the runtime process ended with exit code 1 while starting"
 
 
+def test_the_runtime_child_lets_the_output_of_every_module_of_a_backend_package_through(monkeypatch):
+    """In the child, backends/_quiet.py's ``quiet`` is replaced wherever a backend's code looks it up, or an
+    abort's own message is lost with the process: Core ML is a package whose modules each import ``quiet``."""
+    from shvit_edge.backends import _quiet, coreml
+    from shvit_edge.verify_worker import _let_through, _unquiet
+
+    package = [m for name, m in sys.modules.items() if name.split(".")[:3] == ["shvit_edge", "backends", "coreml"]]
+    for module in (*package, _quiet):
+        if hasattr(module, "quiet"):
+            monkeypatch.setattr(module, "quiet", module.quiet)  # put back after the test
+    _unquiet(coreml)
+    functions = [getattr(coreml, name) for name in coreml.__all__ if callable(getattr(coreml, name))]
+    users = {f.__module__ for f in functions if "quiet" in f.__globals__}
+    assert {"shvit_edge.backends.coreml.convert", "shvit_edge.backends.coreml.inspect"} <= users
+    assert all(f.__globals__["quiet"] is _let_through for f in functions if "quiet" in f.__globals__)
+    assert coreml.quiet is _let_through and _quiet.quiet is _let_through
+
+
 def test_runtime_children_are_gone_after_verify(four, tmp_path):
     folder = copy_of(four, tmp_path, ONNX)
     results = verify([folder], VerifyOptions(samples=2))

@@ -138,10 +138,10 @@ def _macs(variant: str, num_classes: int, resolution: tuple[int, int]) -> int:
 def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
     """The candidates (artifacts, then one eager baseline per model configuration) and the artifacts skipped
     (with why: a runtime this machine does not have)."""
+    from ..artifacts import find_artifacts
     from ..atomic import sha256_of
     from ..backends.registry import get_backend, origin, require
     from ..manifest import manifest_path, read_manifest
-    from ..verify import find_artifacts
 
     cpus = usable_cpus()[:options.threads]
     artifacts = find_artifacts(paths)
