@@ -15,7 +15,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "create_model", "load_checkpoint", "reparameterize", "VARIANTS", "get_variant",
-           "LoadedCheckpoint"]
+           "LoadedCheckpoint", "ModelFamily", "register_family", "families", "get_family"]
 
 _LAZY = {
     "create_model": ("shvit_edge.models.build", "create_model"),
@@ -24,6 +24,10 @@ _LAZY = {
     "reparameterize": ("shvit_edge.models.reparam", "reparameterize"),
     "VARIANTS": ("shvit_edge.models.variants", "VARIANTS"),
     "get_variant": ("shvit_edge.models.variants", "get_variant"),
+    "ModelFamily": ("shvit_edge.models.family", "ModelFamily"),
+    "register_family": ("shvit_edge.models.registry", "register_family"),
+    "families": ("shvit_edge.models.registry", "families"),
+    "get_family": ("shvit_edge.models.registry", "get_family"),
 }
 
 

@@ -147,31 +147,30 @@ def cli():
 @cli.command()
 @json_option
 def variants(as_json: bool):
-    """List the SHViT variants: default resolution, fused parameters and MACs (measured on the model)."""
-    from .models.variants import VARIANTS, variant_stats
+    """List every model family's variants: default resolution, fused parameters and MACs (measured on the
+    model), and each family's own facts (SHViT: widths, depths, partial dims)."""
+    from .models.registry import families, variant_stats
 
-    rows = []
+    rows, columns = [], []
     with _stderr().status("measuring parameters and MACs of each variant ...", spinner="dots"):
-        for spec in VARIANTS.values():
-            stats = variant_stats(spec.name)
-            rows.append({
-                "variant": spec.name, "resolution": spec.resolution, "params": stats["params"],
-                "macs": stats["macs"], "embed_dim": list(spec.embed_dim), "depth": list(spec.depth),
-                "partial_dim": list(spec.partial_dim), "qk_dim": list(spec.qk_dim), "types": list(spec.types),
-                "mean": list(spec.mean), "std": list(spec.std),
-            })
+        for family in families():
+            columns += [c for c in family.table_columns if c not in columns]
+            for name in family.variants():
+                stats = variant_stats(name)
+                rows.append({"family": family.name, "variant": name, "resolution": family.default_resolution(name),
+                             "params": stats["params"], "macs": stats["macs"], **family.describe(name)})
     if as_json:
         _emit_json({"variants": rows})
         return
     from rich.table import Table
 
-    table = Table(title="SHViT variants (fused, 1000 classes, MACs at the default resolution)")
-    for col, justify in (("variant", "left"), ("resolution", "right"), ("params", "right"), ("MACs", "right"),
-                         ("embed_dim", "left"), ("depth", "left"), ("partial_dim", "left")):
+    table = Table(title="Model variants (fused, 1000 classes, MACs at the default resolution)")
+    for col, justify in (("family", "left"), ("variant", "left"), ("resolution", "right"), ("params", "right"),
+                         ("MACs", "right"), *((c, "left") for c in columns)):
         table.add_column(col, justify=justify)
     for r in rows:
-        table.add_row(r["variant"], str(r["resolution"]), f"{r['params'] / 1e6:.2f}M", f"{r['macs'] / 1e6:.0f}M",
-                      str(r["embed_dim"]), str(r["depth"]), str(r["partial_dim"]))
+        table.add_row(r["family"], r["variant"], str(r["resolution"]), f"{r['params'] / 1e6:.2f}M",
+                      f"{r['macs'] / 1e6:.0f}M", *(str(r[c]) if c in r else "" for c in columns))
     _stdout().print(table)
 
 
@@ -182,7 +181,7 @@ def variants(as_json: bool):
 def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoint: bool, as_json: bool):
     """Say what a checkpoint holds: layout, variant, classes, distillation head, EMA, dtype."""
     from .models.checkpoint import load_checkpoint
-    from .models.variants import count_params
+    from .models.registry import count_params
 
     loaded = load_checkpoint(checkpoint, variant=variant, use_ema=use_ema, trust_checkpoint=trust_checkpoint)
     info = loaded.describe()
@@ -252,9 +251,10 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
            calibration_method, dfq, verify_images, no_verify, jobs, as_json, **own_options):
     """Export a checkpoint (or an untrained variant) to on-device artifacts, each with a manifest beside it."""
     from .atomic import sigterm_as_interrupt
-    from .export import ExportOptions, load_source, resolve_targets
+    from .export import ExportOptions, resolve_targets
+    from .models.source import load_source
+    from .models.variants import parse_resolution
     from .pipeline import export as run_export
-    from .models.variants import get_variant, parse_resolution
 
     err = _stderr()
     jobs = _jobs(jobs)
@@ -267,7 +267,7 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
                       f"(seed {seed}). Such artifacts are only for pipeline and latency checks; their "
                       "predictions mean nothing.[/]")
         options = ExportOptions.create(
-            resolution=parse_resolution(resolution, get_variant(source.variant).resolution), batch=batch,
+            resolution=parse_resolution(resolution, source.default_resolution), batch=batch,
             precision=precision, quantize=quantize, calibration=calibration,
             calibration_samples=calibration_samples, keep_float=tuple(keep_float),
             calibration_augment=calibration_augment, calibration_method=calibration_method, dfq=dfq,
@@ -523,8 +523,9 @@ def quantize_report(target, checkpoint, variant, use_ema, trust_checkpoint, quan
     """Which layers quantization costs most: each layer quantized alone (simulated in PyTorch), worst first,
     and the measured gain of keeping the worst --keep in float (--keep-float) on the real artifact."""
     from .atomic import sigterm_as_interrupt
-    from .export import ExportOptions, load_source, resolve_targets
-    from .models.variants import get_variant, parse_resolution
+    from .export import ExportOptions, resolve_targets
+    from .models.source import load_source
+    from .models.variants import parse_resolution
     from .sensitivity import report as run_report
 
     err = _stderr()
@@ -539,7 +540,7 @@ def quantize_report(target, checkpoint, variant, use_ema, trust_checkpoint, quan
                       f"(seed {seed}); a trained model's sensitivity differs.[/]")
         if images is None and calibration not in (None, "random") and Path(calibration).is_dir():
             images = calibration
-        options = ExportOptions(resolution=parse_resolution(resolution, get_variant(source.variant).resolution),
+        options = ExportOptions(resolution=parse_resolution(resolution, source.default_resolution),
                                 quantize=quantize, calibration=calibration, calibration_samples=calibration_samples)
         with err.status("measuring ...", spinner="dots") as status:
             result = run_report(source, profiles[0], options, images=images, samples=samples, keep=keep,

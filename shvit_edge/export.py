@@ -12,7 +12,6 @@ import os
 import signal
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,16 +19,14 @@ from typing import Callable
 from . import __version__
 from .atomic import (FILE_SHA256_METHOD, FOLDER_SHA256_METHOD, atomic_outputs, check_stop_requested, child_path,
                      remove_stale_temporaries, sha256_of, size_of)
-from .bounds import BATCH, CALIBRATION_SAMPLES, JOBS, SEED
+from .bounds import BATCH, CALIBRATION_SAMPLES, JOBS
 from .errors import InputError, ShvitEdgeError, UsageError, describe_exception
-from .manifest import SCHEMA_VERSION, ArtifactRef, CheckpointRef, Manifest, Preprocessing, manifest_path
+from .manifest import SCHEMA_VERSION, ArtifactRef, Manifest, Preprocessing, manifest_path
+from .models.source import ModelSource, load_source  # noqa: F401 - load_source: re-exported beside export()
 from .backends.base import backend_names, backends, get_backend, library_versions, require
 from .backends.registry import ensure_registered, origin
 from .quantize import calibrated_modes, check_keep_float, check_mode, is_calibrated
 from .targets import TargetProfile, resolve_target
-
-#: timm's evaluation crop for SHViT: resize the shorter side to size / 0.875, centre-crop to size.
-CROP_PCT = 0.875
 
 
 @dataclass(frozen=True)
@@ -81,85 +78,6 @@ class ExportOptions:
 
 
 @dataclass
-class ModelSource:
-    """The model every target of one export run is made from, with the captures they share."""
-
-    model: object  # the unfused SHViT, eval mode
-    variant: str
-    num_classes: int
-    distillation: bool
-    checkpoint: CheckpointRef
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    labels: tuple[str, ...]
-    labels_source: str
-    untrained: bool
-    _deploy: dict = field(default_factory=dict)
-    _programs: dict = field(default_factory=dict)
-
-    def deploy_model(self, fold_std: bool = False, layout: str = "nchw", transforms: tuple[str, ...] = ()):
-        """The reparameterized, export-friendly model, fused once per ``fold_std`` and shared. ``fold_std``:
-        1/std folded into the first conv (for inputs that subtract only the mean); ``layout="nhwc"``: the same
-        model behind a wrapper that takes NHWC and permutes inside; ``transforms``: data-free quantization
-        transforms applied to it (:func:`~shvit_edge.models.dfq.apply`)."""
-        key = (fold_std, tuple(transforms))
-        if key not in self._deploy:
-            if transforms:
-                from .models.dfq import apply
-
-                self._deploy[key] = apply(self.deploy_model(fold_std), self.model, transforms)
-            else:
-                from .models.reparam import reparameterize
-
-                self._deploy[key] = reparameterize(self.model, input_std=self.std if fold_std else None)
-        fused = self._deploy[key]
-        if layout == "nhwc":
-            from .models.deploy import ChannelsLastInput
-
-            return ChannelsLastInput(fused).eval()
-        return fused
-
-    def exported_program(self, example, dynamic_batch: bool = False, transforms: tuple[str, ...] = ()):
-        """``torch.export`` of the deploy model (with ``transforms``), captured once per input shape and shared;
-        each caller gets its own copy, since lowering (ExecuTorch's, for one) rewrites the program it is given."""
-        import copy
-
-        import torch
-
-        key = (tuple(example.shape), dynamic_batch, tuple(transforms))
-        if key not in self._programs:
-            dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
-            if dynamic_batch and example.shape[0] == 1:  # batch 1 would specialise the dimension
-                example = example.expand(2, *example.shape[1:]).contiguous()
-            with torch.no_grad():
-                self._programs[key] = torch.export.export(self.deploy_model(transforms=transforms), (example,),
-                                                          dynamic_shapes=dynamic)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, when copying
-            return copy.deepcopy(self._programs[key])
-
-    def __getstate__(self) -> dict:
-        """Pickled for an export worker process: the weights travel as safetensors bytes (no pickled tensors,
-        no shared memory), the captures stay behind (each process makes its own)."""
-        from safetensors.torch import save
-
-        state = dict(self.__dict__, _deploy={}, _programs={})
-        weights = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        state["model"] = (self.variant, self.num_classes, self.distillation, save(weights))
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        from safetensors.torch import load
-
-        from .models.build import create_model
-
-        variant, num_classes, distillation, weights = state["model"]
-        model = create_model(variant, num_classes=num_classes, distillation=distillation)
-        model.load_state_dict(load(weights), strict=True)
-        self.__dict__.update(state, model=model.eval())
-
-
-@dataclass
 class ExportJob:
     """One target's export: the shared source, the target profile, and the options as they apply here."""
 
@@ -180,10 +98,10 @@ class ExportJob:
         return self.options.for_backend(self.profile.backend)
 
     def preprocessing(self, applied: str = "none") -> Preprocessing:
-        """How an image becomes this job's input (timm's evaluation crop for the resolution)."""
+        """How an image becomes this job's input (the model family's evaluation crop for the resolution)."""
         h, w = self.resolution
-        return Preprocessing(mean=self.source.mean, std=self.source.std, scale=1 / 255,
-                             resize=int(min(h, w) / CROP_PCT), applied=applied)
+        mean, std, crop_pct = self.source.preprocessing()
+        return Preprocessing(mean=mean, std=std, scale=1 / 255, resize=int(min(h, w) / crop_pct), applied=applied)
 
     def calibration(self):
         """The calibration inputs of a calibrated --quantize mode, preprocessed for this job's input."""
@@ -284,62 +202,6 @@ def resolve_targets(spec: str) -> list[TargetProfile]:
             if profile.name not in [p.name for p in profiles]:
                 profiles.append(profile)
     return profiles
-
-
-def load_source(*, variant: str | None, checkpoint: str | None, use_ema: bool = False,
-                trust_checkpoint: bool = False, labels_file: str | None = None, seed: int = 0) -> ModelSource:
-    from .models.build import untrained_model
-    from .models.checkpoint import load_checkpoint
-    from .models.variants import get_variant
-
-    if checkpoint is None and variant is None:
-        raise UsageError("give --variant, --checkpoint or both")
-    SEED.check("--seed", seed)
-    if checkpoint is not None:
-        loaded = load_checkpoint(checkpoint, variant=variant, use_ema=use_ema, trust_checkpoint=trust_checkpoint)
-        model, name, num_classes, distillation = loaded.model, loaded.variant, loaded.num_classes, \
-            loaded.distillation
-        # resolved: a manifest's relative path would mean another file from another folder
-        ref = CheckpointRef(path=str(Path(checkpoint).resolve()), sha256=loaded.sha256, layout=loaded.layout,
-                            use_ema=use_ema)
-        untrained = False
-    else:
-        if use_ema:
-            raise UsageError("--ema needs --checkpoint")
-        name = get_variant(variant).name
-        model, num_classes, distillation = untrained_model(name, seed=seed), 1000, False
-        ref = CheckpointRef(path="untrained", sha256=None, seed=seed)
-        untrained = True
-    spec = get_variant(name)
-    labels, labels_source = _labels(labels_file, num_classes)
-    return ModelSource(model=model, variant=name, num_classes=num_classes, distillation=distillation,
-                       checkpoint=ref, mean=spec.mean, std=spec.std, labels=labels, labels_source=labels_source,
-                       untrained=untrained)
-
-
-def _labels(labels_file: str | None, num_classes: int) -> tuple[tuple[str, ...], str]:
-    if labels_file is not None:
-        path = Path(labels_file)
-        if path.exists() and not path.is_file():  # a FIFO would block the read, a device never end it
-            raise InputError(f"{path}: not a regular file (--labels takes a text file, one label per line)")
-        try:
-            lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read labels ({exc})") from None
-        labels = tuple(ln for ln in lines if ln)
-        if len(labels) != num_classes:
-            raise InputError(f"{path}: {len(labels)} labels for a model with {num_classes} classes "
-                             "(one label per line)")
-        if len(set(labels)) != len(labels):
-            raise InputError(f"{path}: labels must be unique (a classifier maps each label to a probability)")
-        return labels, str(path)
-    if num_classes == 1000:
-        from importlib.resources import files
-
-        rows = files("shvit_edge.data").joinpath("imagenet1k_labels.tsv").read_text(encoding="utf-8")
-        labels = tuple(ln.split("\t", 1)[1] for ln in rows.splitlines() if ln and not ln.startswith("#"))
-        return labels, "imagenet-1k"
-    return tuple(str(i) for i in range(num_classes)), "indices"
 
 
 def artifact_name(variant: str, profile: TargetProfile, options: ExportOptions, precision: str, suffix: str) -> str:
@@ -649,6 +511,7 @@ def _export_one(job: ExportJob, backend, path: Path, force: bool) -> ExportedArt
                                  size_bytes=size),
             export_seconds=round(seconds, 3), untrained=source.untrained, labels=source.labels_source,
             details=result.details, tolerances=dict(job.profile.tolerances),
+            family=source.family.name, **source.measure((h, w)),
         )
         mtmp.write_text(manifest.to_json(), encoding="utf-8")
     return ExportedArtifact(job.profile.backend, job.profile.name, path, mpath, sha, size, seconds)

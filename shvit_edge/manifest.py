@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._strict import check_tree, decode_text, from_mapping, key_name, quoted, read_capped
-from .bounds import (BATCH, CALIBRATION_SAMPLES, DIMENSION, NONNEGATIVE_SECONDS, NUM_CLASSES, RESOLUTION_SIDE, SEED,
+from .bounds import (BATCH, CALIBRATION_SAMPLES, DIMENSION, NONNEGATIVE_SECONDS, NUM_CLASSES, RESOLUTION_SIDE,
                      SIZE_BYTES, Bounds)
 from .errors import InputError
 from .backends.registry import backends
+from .models.source import CheckpointRef
 from .targets import PRECISIONS, Tolerance, is_plain_name, tolerance_classes
 
 #: 2: ``tolerances`` recorded at export, and an ``.mlpackage`` digest that frames each file (atomic.py)
@@ -35,6 +36,8 @@ MAX_MANIFEST_BYTES = 16 << 20
 CALIBRATION_COUNT = Bounds(0, CALIBRATION_SAMPLES.hi, integer=True)
 #: the shorter side an image is resized to before the centre crop (0 would divide by zero in images.py)
 RESIZE = Bounds(1, 2 * RESOLUTION_SIDE.hi, integer=True)
+#: a deploy model's parameter count or MACs per image
+MODEL_COUNT = Bounds(1, 1 << 60, integer=True)
 
 
 @dataclass(frozen=True)
@@ -71,17 +74,6 @@ class Preprocessing:
     #: What the artifact itself does of it: ``none`` (feed normalized tensors) or ``in-model`` (Core ML image
     #: input: scale and -mean in the image input's bias, 1/std folded into the first conv)
     applied: str = "none"
-
-
-@dataclass(frozen=True)
-class CheckpointRef:
-    #: the path as given, or ``"untrained"``
-    path: str
-    sha256: str | None
-    layout: str | None = None
-    use_ema: bool = False
-    #: the seed of an untrained model's initialisation, so a reference can be rebuilt
-    seed: int | None = field(default=None, metadata=SEED.meta)
 
 
 @dataclass(frozen=True)
@@ -139,6 +131,12 @@ class Manifest:
     verification: dict | None = None
     #: the profile's tolerance classes at export (a user's own profile included): what ``verify`` judges by
     tolerances: dict[str, Tolerance] | None = None
+    #: the registered model family of ``variant`` (absent from manifests that predate families: SHViT)
+    family: str = "shvit"
+    #: parameters and MACs (one image at ``resolution``) of the deploy model, measured at export; None in a
+    #: manifest that predates them (bench then measures the family's model itself)
+    params: int | None = field(default=None, metadata=MODEL_COUNT.meta)
+    macs: int | None = field(default=None, metadata=MODEL_COUNT.meta)
 
     def to_json(self) -> str:
         """The manifest as JSON; a NaN or an infinity anywhere is a ValueError (:func:`read_manifest` refuses
@@ -194,6 +192,8 @@ def _check(m: Manifest, path: Path) -> None:
     known = backends()
     if m.target not in known:
         raise InputError(f"{path}: target {quoted(m.target)} is not one of {', '.join(known)}")
+    if not is_plain_name(m.family):
+        raise InputError(f"{path}: family {quoted(m.family)} is not a plain model family name")
     if not is_plain_name(m.profile):
         raise InputError(f"{path}: profile {quoted(m.profile)} is not a plain profile name")
     if m.precision not in PRECISIONS:

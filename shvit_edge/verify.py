@@ -143,7 +143,7 @@ class _References:
         self._outputs: dict = {}
 
     def source(self, manifest: Manifest, artifact: Path):
-        from .export import load_source
+        from .models.source import load_source
 
         ref = manifest.checkpoint
         if self.options.checkpoint is not None:

@@ -55,7 +55,7 @@ def test_bench_json_validates_against_the_schema(bench_doc, artifacts):
 def test_bench_measures_what_it_says(bench_doc):
     from shvit_edge.models.build import create_model
     from shvit_edge.models.reparam import reparameterize
-    from shvit_edge.models.variants import count_macs
+    from shvit_edge.models.registry import count_macs
 
     macs = count_macs(reparameterize(create_model("shvit_s1")), (64, 64))
     baseline = bench_doc["baseline"]

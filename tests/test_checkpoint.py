@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 import shvit_edge
 from shvit_edge.cli import cli
 from shvit_edge.errors import CheckpointError, UnsafeCheckpointError, UsageError
-from shvit_edge.models.checkpoint import official_to_timm_key, timm_to_official_key
+from shvit_edge.models.shvit_family import official_to_timm_key, timm_to_official_key
 from shvit_edge.models.variants import VARIANTS
 
 from conftest import randomize

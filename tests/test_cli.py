@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from shvit_edge.cli import cli
-from shvit_edge.models.variants import VARIANTS, variant_stats
+from shvit_edge.models.registry import variant_stats
+from shvit_edge.models.variants import VARIANTS
 
 
 def _run(*args):

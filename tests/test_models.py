@@ -9,7 +9,8 @@ import torch
 
 import shvit_edge
 from shvit_edge.errors import CheckFailed, UsageError
-from shvit_edge.models.variants import VARIANTS, count_macs, parse_resolution, variant_stats
+from shvit_edge.models.registry import count_macs, variant_stats
+from shvit_edge.models.variants import VARIANTS, parse_resolution
 
 from conftest import randomize
 

@@ -126,13 +126,15 @@ def check_options(options: BenchOptions) -> None:
         raise UsageError("give --iterations or --seconds, not both")
 
 
-def _macs(variant: str, num_classes: int, resolution: tuple[int, int]) -> int:
-    """MACs of one image through the fused model (the work every runtime does, whatever it fuses)."""
-    from ..models.build import create_model
-    from ..models.reparam import reparameterize
-    from ..models.variants import count_macs
+def _macs(manifest) -> int:
+    """MACs of one image through the deploy model (the work every runtime does, whatever it fuses): recorded in
+    the manifest at export; for a manifest from before that, measured on a model the family builds."""
+    if manifest.macs is not None:
+        return manifest.macs
+    from ..models.registry import find_family, measure
 
-    return count_macs(reparameterize(create_model(variant, num_classes=num_classes)), tuple(resolution))
+    return measure(find_family(manifest.family), manifest.variant, manifest.num_classes,
+                   tuple(manifest.resolution))["macs"]
 
 
 def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
@@ -146,7 +148,7 @@ def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
     cpus = usable_cpus()[:options.threads]
     artifacts = find_artifacts(paths)
     macs: dict = {}
-    candidates, skipped, configs = [], [], {}
+    candidates, skipped, configs, families = [], [], {}, {}
     for path in artifacts:
         manifest = read_manifest(manifest_path(path))
         require(manifest.target)
@@ -168,7 +170,8 @@ def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
         config = (manifest.variant, manifest.num_classes, manifest.distillation, (h, w), manifest.batch)
         key = (manifest.variant, manifest.num_classes, (h, w))
         if key not in macs:
-            macs[key] = _macs(manifest.variant, manifest.num_classes, (h, w))
+            macs[key] = _macs(manifest)
+        families.setdefault(config, manifest.family)
         configs.setdefault(config, macs[key])
         candidates.append(Candidate(label=str(path), target=manifest.target, config=config, macs=macs[key],
                                     batch=manifest.batch, manifest=manifest, artifact_sha256=digest,
@@ -177,12 +180,15 @@ def plan(paths, options: BenchOptions) -> tuple[list[Candidate], list[dict]]:
                                           "threads": options.threads,
                                           "cpus": cpus, "warmup": options.warmup}))
     if options.baseline:
+        from ..models.registry import family_ref, find_family
+
         for config, config_macs in configs.items():
             variant, num_classes, distillation, (h, w), batch = config
             candidates.append(Candidate(
                 label=f"eager:{variant}@{h}x{w}" + (f":b{batch}" if batch != 1 else ""), target="pytorch",
                 config=config, macs=config_macs, batch=batch,
-                spec={"kind": "eager", "variant": variant, "num_classes": num_classes,
+                spec={"kind": "eager", "family": family_ref(find_family(families[config])), "variant": variant,
+                      "num_classes": num_classes,
                       "distillation": distillation, "resolution": [h, w], "batch": batch,
                       "threads": options.threads, "cpus": cpus, "warmup": options.warmup}))
     return candidates, skipped

@@ -46,6 +46,9 @@ def _import_runtime(spec: dict) -> None:
 
     if spec["kind"] == "eager":
         importlib.import_module("torch")
+        from ..models.registry import find_family
+
+        find_family(spec.get("family") or "shvit")  # a family from outside shvit-edge: its module imported
         return
     from ..backends.registry import ensure_registered, get_backend
 
@@ -62,13 +65,13 @@ def _load(spec: dict):
     if spec["kind"] == "eager":
         import torch
 
-        from ..models.build import create_model
-        from ..models.reparam import reparameterize
+        from ..models.registry import find_family
 
         torch.set_num_threads(threads)
         torch.manual_seed(0)  # the weights do not change the work; the architecture and class count do
-        model = create_model(spec["variant"], num_classes=spec["num_classes"], distillation=spec["distillation"])
-        model = reparameterize(model).eval()
+        family = find_family(spec.get("family") or "shvit")
+        model = family.create(spec["variant"], num_classes=spec["num_classes"], distillation=spec["distillation"])
+        model = family.reparameterize(model).eval()
 
         def run(x):
             with torch.inference_mode():

@@ -1,1 +1,1 @@
-"""SHViT modules, the variant registry, checkpoint loading and reparameterization."""
+"""Model families (the registry, SHViT the first), their modules, checkpoint loading and reparameterization."""

@@ -1,12 +1,14 @@
-"""Loading the SHViT checkpoints people actually have, safely, with one clear message for every failure.
+"""Loading the checkpoints people actually have, safely, with one clear message for every failure.
 
-Accepted: the authors' training checkpoints (``model``, ``model_ema``, ``optimizer``, ``epoch``, ``args``),
-timm's ``shvit_*`` layout (``stages.N.downsample`` / ``stages.N.blocks``), a bare state dict, safetensors,
-fp16/bf16 weights (upcast to fp32), ``module.`` / ``_orig_mod.`` prefixes, and 1x1-conv weights saved 2-D.
+Accepted containers: training checkpoints (``model``, ``model_ema``, ``optimizer``, ``epoch``, ``args``), a
+bare state dict, safetensors, fp16/bf16 weights (upcast to fp32), ``module.`` / ``_orig_mod.`` prefixes, and
+1x1-conv weights saved 2-D. Which model family a state dict belongs to, and in which of its key layouts, the
+registered families say (:meth:`~shvit_edge.models.family.ModelFamily.detect_layout`); SHViT's are the
+authors' (``blocks1..3``) and timm's (``stages.N.downsample`` / ``stages.N.blocks``).
 
 The variant, class count and distillation head are detected from tensor shapes: the state dict is compared,
-key by key and shape by shape, with the state dict each registered variant would have. Exactly one variant
-matches a valid SHViT checkpoint; when none does, the differences against the closest variant are reported.
+key by key and shape by shape, with the state dict each variant of the family would have. Exactly one variant
+matches a valid checkpoint; when none does, the differences against the closest variant are reported.
 
 Pickles are read with ``torch.load(weights_only=True)`` and an allow-list of one extra type
 (``argparse.Namespace``, which the authors' ``args`` entry holds). Anything else is refused, naming the type,
@@ -28,9 +30,8 @@ import torch.nn as nn
 
 from ..atomic import sha256_of
 from ..errors import CheckpointError, UnsafeCheckpointError
-from .build import create_model
-from .shvit import SHViT
-from .variants import VARIANTS, VariantSpec, get_variant
+from .family import ModelFamily
+from .registry import families, resolve_variant
 
 #: Types a checkpoint may hold besides tensors and plain containers.
 SAFE_GLOBALS = (argparse.Namespace,)
@@ -44,12 +45,13 @@ _MAX_LISTED = 5
 
 @dataclass(frozen=True)
 class LoadedCheckpoint:
-    """A checkpoint loaded into an eval-mode SHViT, with what was learned about the file."""
+    """A checkpoint loaded into an eval-mode model, with what was learned about the file."""
 
-    model: SHViT
+    model: nn.Module
     variant: str
     num_classes: int
     distillation: bool
+    #: as the family names it (:meth:`~shvit_edge.models.family.ModelFamily.layout_name`). SHViT's:
     #: ``"official"``: the authors' training checkpoint (``model``/``model_ema``/... with ``blocks1..3`` keys);
     #: ``"timm"``: timm's key layout (``stages.N.*``), bare or wrapped; ``"plain"``: a bare state dict in the
     #: authors' key layout (no training-checkpoint wrapper).
@@ -63,11 +65,13 @@ class LoadedCheckpoint:
     container: str
     sha256: str
     extra: dict = field(default_factory=dict)
+    #: the registered model family's name
+    family: str = "shvit"
 
     def describe(self) -> dict:
         """The JSON-friendly facts ``shvit-edge inspect`` prints."""
         return {
-            "path": str(self.path), "layout": self.layout, "variant": self.variant,
+            "path": str(self.path), "family": self.family, "layout": self.layout, "variant": self.variant,
             "num_classes": self.num_classes, "distillation": self.distillation, "has_ema": self.has_ema,
             "used_ema": self.used_ema, "dtype": self.dtype, "container": self.container, "sha256": self.sha256,
             **self.extra,
@@ -76,7 +80,8 @@ class LoadedCheckpoint:
 
 def load_checkpoint(path, variant: str | None = None, use_ema: bool = False,
                     trust_checkpoint: bool = False) -> LoadedCheckpoint:
-    """Load an SHViT checkpoint into a model of the variant its shapes describe (eval mode, float32).
+    """Load a checkpoint of any registered model family into a model of the variant its shapes describe (eval
+    mode, float32).
 
     ``variant``: the variant you expect; a checkpoint of another variant is an error.
     ``use_ema``: take the EMA weights (``model_ema``) of a training checkpoint; an error if there are none.
@@ -85,30 +90,45 @@ def load_checkpoint(path, variant: str | None = None, use_ema: bool = False,
     Every failure is a :class:`~shvit_edge.errors.CheckpointError` naming the file.
     """
     path = Path(path)
-    expected = get_variant(variant) if variant is not None else None
+    expected = resolve_variant(variant) if variant is not None else None
     obj, container = _read(path, trust_checkpoint)
     state, container, has_ema, extra = _select_state_dict(path, obj, container, use_ema)
     state = _strip_prefixes(state)
-    key_layout = _key_layout(path, state)
-    if key_layout == "official":
-        state = remap_official_to_timm(state)
-    _require_float_weights(path, state, namer=timm_to_official_key if key_layout == "official" else None)
+    family, key_layout = _detect_family(path, state, expected[0] if expected is not None else None)
+    namer = family.key_namer(key_layout)
+    state = family.to_model_keys(state, key_layout)
+    _require_float_weights(path, state, namer=namer)
     dtype = _stored_dtype(state)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
-    num_classes, distillation = _head_facts(state)
-    namer = timm_to_official_key if key_layout == "official" else (lambda key: key)
-    spec = _match_variant(path, state, expected, num_classes, distillation, namer)
-    model = create_model(spec, num_classes=num_classes, distillation=distillation)
+    num_classes, distillation = family.head_facts(state)
+    name = _match_variant(path, family, state, expected[1] if expected is not None else None, num_classes,
+                          distillation, namer)
+    model = family.create(name, num_classes=num_classes, distillation=distillation)
     _load_into(path, model, state)
-    if key_layout == "timm":
-        layout = "timm"
-    else:
-        layout = "official" if container == "training-checkpoint" else "plain"
     return LoadedCheckpoint(
-        model=model.eval(), variant=spec.name, num_classes=num_classes, distillation=distillation,
-        layout=layout, path=path, has_ema=has_ema, used_ema=use_ema, dtype=dtype, container=container,
-        sha256=sha256_of(path), extra={"key_layout": key_layout, **extra},
+        model=model.eval(), variant=name, num_classes=num_classes, distillation=distillation,
+        layout=family.layout_name(key_layout, container), path=path, has_ema=has_ema, used_ema=use_ema,
+        dtype=dtype, container=container, sha256=sha256_of(path), extra={"key_layout": key_layout, **extra},
+        family=family.name,
     )
+
+
+def _detect_family(path: Path, state: dict, expected: ModelFamily | None) -> tuple[ModelFamily, str]:
+    """(family, key layout) of ``state``: the first registered family (or the expected one) that recognises
+    its keys."""
+    candidates = (expected,) if expected is not None else families()
+    for family in candidates:
+        layout = family.detect_layout(state)
+        if layout is not None:
+            return family, layout
+    sample = ", ".join(list(state)[:_MAX_LISTED])
+    if len(candidates) == 1:
+        family = candidates[0]
+        raise CheckpointError(f"{path}: not an {family.title or family.name} state dict: no {family.layout_hint} "
+                              f"keys (first keys: {sample})")
+    hints = "; ".join(f"{f.title or f.name}: {f.layout_hint}" for f in candidates)
+    raise CheckpointError(f"{path}: not a state dict of any known model family: none of their keys ({hints}) "
+                          f"(first keys: {sample})")
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -273,7 +293,7 @@ def _select_state_dict(path: Path, obj, container: str, use_ema: bool):
             return obj, ("safetensors" if container == "safetensors" else
                          "module" if container == "module" else "state-dict"), False, extra
         keys = ", ".join(repr(k) for k in list(obj)[:_MAX_LISTED])
-        raise CheckpointError(f"{path}: not an SHViT checkpoint: no state dict found "
+        raise CheckpointError(f"{path}: not a model checkpoint: no state dict found "
                               f"(top-level keys: {keys or 'none'})")
     if "epoch" in obj and isinstance(obj["epoch"], int):
         extra["epoch"] = obj["epoch"]
@@ -298,59 +318,6 @@ def _strip_prefixes(state: dict) -> dict:
     return state
 
 
-def _key_layout(path: Path, state: dict) -> str:
-    if any(re.match(r"blocks[123]\.", k) for k in state):
-        return "official"
-    if any(k.startswith("stages.") for k in state):
-        return "timm"
-    sample = ", ".join(list(state)[:_MAX_LISTED])
-    raise CheckpointError(f"{path}: not an SHViT state dict: no blocks1..3.* or stages.N.* keys "
-                          f"(first keys: {sample})")
-
-
-_OFFICIAL_DOWNSAMPLE = {"0.0": "0", "0.1": "1", "1": "2", "2.0": "3", "2.1": "4"}
-_OFFICIAL_RE = re.compile(r"^blocks([123])\.(\d+)((?:\.\d+)?)\.(.*)$")
-
-
-def remap_official_to_timm(state: dict) -> dict:
-    """The authors' ``blocks1..3`` keys in timm's layout.
-
-    ``blocks1.j`` is stage 0's block j. For N = 2, 3, ``blocksN.0.0/.0.1/.1/.2.0/.2.1`` are stage N-1's
-    downsample parts 0-4 and ``blocksN.j`` (j >= 3) its block j-3. Keys that fit none of these are kept
-    as they are, so the strict comparison reports them.
-    """
-    return {official_to_timm_key(k): v for k, v in state.items()}
-
-
-def official_to_timm_key(key: str) -> str:
-    m = _OFFICIAL_RE.match(key)
-    if not m:
-        return key
-    n, j, sub, rest = int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)
-    if n == 1:
-        return f"stages.0.blocks.{j}{sub}.{rest}"
-    if j >= 3:
-        return f"stages.{n - 1}.blocks.{j - 3}{sub}.{rest}"
-    part = _OFFICIAL_DOWNSAMPLE.get(f"{j}{sub}")
-    return f"stages.{n - 1}.downsample.{part}.{rest}" if part is not None else key
-
-
-_TIMM_RE = re.compile(r"^stages\.([012])\.(downsample|blocks)\.(\d+)\.(.*)$")
-_TIMM_DOWNSAMPLE = {v: k for k, v in _OFFICIAL_DOWNSAMPLE.items()}
-
-
-def timm_to_official_key(key: str) -> str:
-    """The inverse of :func:`official_to_timm_key`, to name keys the way the user's file names them."""
-    m = _TIMM_RE.match(key)
-    if not m:
-        return key
-    stage, kind, idx, rest = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
-    if kind == "blocks":
-        return f"blocks{stage + 1}.{idx + (3 if stage else 0)}.{rest}"
-    part = _TIMM_DOWNSAMPLE.get(str(idx))
-    return f"blocks{stage + 1}.{part}.{rest}" if stage and part is not None else key
-
-
 def _require_float_weights(path: Path, state: dict, namer=None) -> None:
     """Weights must be floating point: an int64, bool or complex tensor cast to float32 becomes an almost
     all-zero model that exports and then "verifies" against an equally zero reference. Only BatchNorm's
@@ -370,16 +337,11 @@ def _stored_dtype(state: dict) -> str:
     return counts.most_common(1)[0][0] if counts else "none"
 
 
-def _head_facts(state: dict) -> tuple[int, bool]:
-    head = state.get("head.l.weight")
-    num_classes = int(head.shape[0]) if isinstance(head, torch.Tensor) and head.ndim == 2 else 1000
-    return num_classes, any(k.startswith("head_dist.") for k in state)
-
-
 @functools.lru_cache(maxsize=64)
-def _expected_shapes(name: str, num_classes: int, distillation: bool) -> dict[str, tuple[int, ...]]:
+def _expected_shapes(family: ModelFamily, name: str, num_classes: int,
+                     distillation: bool) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        model = create_model(name, num_classes=num_classes, distillation=distillation)
+        model = family.create(name, num_classes=num_classes, distillation=distillation)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -427,25 +389,26 @@ def _diff(state: dict, expected: dict[str, tuple]) -> _Diff:
     return _Diff(missing, unexpected, mismatched)
 
 
-def _match_variant(path: Path, state: dict, expected: VariantSpec | None, num_classes: int,
-                   distillation: bool, namer) -> VariantSpec:
-    diffs = {name: _diff(state, _expected_shapes(name, num_classes, distillation)) for name in VARIANTS}
+def _match_variant(path: Path, family: ModelFamily, state: dict, expected: str | None, num_classes: int,
+                   distillation: bool, namer) -> str:
+    names = list(family.variants())
+    diffs = {name: _diff(state, _expected_shapes(family, name, num_classes, distillation)) for name in names}
     exact = [name for name, d in diffs.items() if d.count == 0]
     if expected is not None:
-        if expected.name in exact:
+        if expected in exact:
             return expected
         if exact:
-            raise CheckpointError(f"{path}: the checkpoint is {exact[0]}, not {expected.name} as asked "
+            raise CheckpointError(f"{path}: the checkpoint is {exact[0]}, not {expected} as asked "
                                   "(detected from its tensor shapes); drop --variant or pass the right one")
-        raise CheckpointError(f"{path}: does not match {expected.name}: {diffs[expected.name].describe(namer)}")
+        raise CheckpointError(f"{path}: does not match {expected}: {diffs[expected].describe(namer)}")
     if exact:
-        return VARIANTS[exact[0]]
+        return exact[0]
     closest = min(diffs, key=lambda name: diffs[name].count)
-    raise CheckpointError(f"{path}: does not match any SHViT variant ({', '.join(VARIANTS)}); against the "
-                          f"closest, {closest}: {diffs[closest].describe(namer)}")
+    raise CheckpointError(f"{path}: does not match any {family.title or family.name} variant ({', '.join(names)}); "
+                          f"against the closest, {closest}: {diffs[closest].describe(namer)}")
 
 
-def _load_into(path: Path, model: SHViT, state: dict) -> None:
+def _load_into(path: Path, model: nn.Module, state: dict) -> None:
     own = model.state_dict()
     fixed = {}
     for key, want in own.items():

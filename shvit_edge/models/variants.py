@@ -1,16 +1,16 @@
-"""The SHViT variant registry: each variant's architecture and deployment facts, declared once.
+"""The SHViT variants: each variant's architecture and deployment facts, declared once (the SHViT family,
+:mod:`~shvit_edge.models.shvit_family`, serves them to the model family registry).
 
-Parameter counts and MACs are not typed in anywhere: :func:`count_params` and :func:`count_macs` measure them
-on a built (fused) model, so they cannot drift from the code.
+Parameter counts and MACs are not typed in anywhere: :func:`~shvit_edge.models.registry.count_params` and
+:func:`~shvit_edge.models.registry.count_macs` measure them on a built (fused) model, so they cannot drift from
+the code.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .family import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -99,34 +99,3 @@ def parse_resolution(value, default: int | None = None) -> tuple[int, int]:
             raise UsageError(f"resolution {value!r}: each side must be a multiple of 16 from {RESOLUTION_SIDE.lo} "
                              f"to {RESOLUTION_SIDE.hi} px (the stem downsamples by 16 and the stages by 4 more)")
     return int(h), int(w)
-
-
-def count_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_macs(model, resolution: tuple[int, int], in_chans: int = 3) -> int:
-    """Multiply-accumulates of one forward pass at batch 1: convs, linears and the attention matmuls.
-
-    Measured with torch's ``FlopCounterMode`` (which reports 2 FLOPs per MAC for those ops).
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(1, in_chans, *resolution)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x)
-    return counter.get_total_flops() // 2
-
-
-@functools.lru_cache(maxsize=None)
-def variant_stats(name: str, resolution: tuple[int, int] | None = None) -> dict:
-    """Fused parameter count and MACs of a registered variant (1000 classes), measured on a built model."""
-    from .build import create_model
-    from .reparam import reparameterize
-
-    spec = get_variant(name)
-    res = resolution or (spec.resolution, spec.resolution)
-    fused = reparameterize(create_model(spec.name))
-    return {"params": count_params(fused), "macs": count_macs(fused, res)}

@@ -89,9 +89,10 @@ def _export(job, out: Path) -> BackendResult:
     preprocessing = {"color": "RGB", "scale": 1 / 255, "mean": list(source.mean), "std": list(source.std),
                      "applied": "in-model" if image_io else "none"}
     mlmodel.short_description = (
-        f"SHViT {source.variant} image classifier, {h}x{w}, {source.num_classes} classes"
+        f"{source.family.title} {source.variant} image classifier, {h}x{w}, {source.num_classes} classes"
         f"{' (UNTRAINED weights: for pipeline and latency checks only)' if source.untrained else ''}. "
-        "Single-Head Vision Transformer (Yun & Ro, CVPR 2024), exported by shvit-edge.")
+        + (f"{source.family.description}, exported by shvit-edge." if source.family.description
+           else "Exported by shvit-edge."))
     mlmodel.author = "shvit-edge"
     mlmodel.license = "See the license of the checkpoint's weights"
     mlmodel.version = __version__
