@@ -13,12 +13,30 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 
+#: the base tier (tests/test_base_install.py): the extras' modules cannot be imported (tests/base_install/)
+BASE_INSTALL = os.environ.get("SHVIT_EDGE_BASE_INSTALL") == "1"
+
+
 def pytest_configure(config):
     """Under pytest-xdist every worker shares the machine's cores: torch's OpenMP threads spinning against
     another worker's made a forward pass 14x slower here (1.65 s against 0.115 s, S1, 5 images), so each
     worker computes on one thread."""
+    config.addinivalue_line("markers", "extras(*names): the test needs these extras (skipped in the base tier)")
+    config.addinivalue_line("markers", "base_only: the test runs only in the base tier (it checks what a base "
+                                       "install does)")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In the base tier, a test that needs an extra is skipped, naming it; outside it, a base-only test is."""
+    for item in items:
+        extras = item.get_closest_marker("extras")
+        if BASE_INSTALL and extras is not None:
+            item.add_marker(pytest.mark.skip(reason=f"needs the {', '.join(extras.args)} extra: not in a base "
+                                                    "install"))
+        if not BASE_INSTALL and item.get_closest_marker("base_only") is not None:
+            item.add_marker(pytest.mark.skip(reason="runs in the base tier only (tests/test_base_install.py)"))
 
 
 def _has_int8_dot_product() -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tomllib
 from pathlib import Path
 
@@ -16,13 +17,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from shvit_edge.backends.base import (Backend, BackendResult, NoOptions, QuantMode, Runner, backends, get_backend,
-                                      option, option_fields, register, unregister)
+from shvit_edge.backends.base import (Backend, BackendResult, MissingExtraError, NoOptions, QuantMode, Runner,
+                                      backends, get_backend, option, option_fields, register, require, unregister)
 from shvit_edge.errors import UsageError
 from shvit_edge.manifest import TensorSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILT_IN = tuple(backends())
+#: the base tier (tests/test_base_install.py): no extra is importable
+BASE_INSTALL = os.environ.get("SHVIT_EDGE_BASE_INSTALL") == "1"
 
 
 # -- the fake backend: torch.export's own serialized program, run by torch itself --
@@ -138,6 +141,75 @@ def test_the_fake_backend_goes_through_export_verify_and_bench(fake_backend, tmp
     assert row["target"] == "fake" and row["latency_ms"]["p50"] > 0 and row["verify"]["status"] == "pass"
 
 
+class FailingBackend(FakeBackend):
+    """Its converter fails, in whichever process runs it, after telling the fake backend's export (which waits
+    for that, in the parent) that it ran; so a parallel export's worker is the one that fails."""
+
+    name = "failing"
+    title = "Failing"
+    suffix = ".fail"
+    export_cost = 0  # queued after the fake, so a worker takes it while the parent exports the fake
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        pass
+
+    def check(self, profile, common, options) -> None:
+        pass
+
+    def artifact_tags(self, profile, common, options, precision):
+        return ()
+
+    def export(self, job, out) -> BackendResult:
+        Path(os.environ["SHVIT_EDGE_TEST_MARKER"]).write_text(str(os.getpid()))
+        raise RuntimeError(f"the converter failed in process {os.getpid()}")
+
+
+class WaitingFakeBackend(FakeBackend):
+    """The fake backend, waiting (at most a minute) until the failing one has run."""
+
+    export_cost = 5
+
+    def export(self, job, out) -> BackendResult:
+        import time
+
+        marker, deadline = Path(os.environ["SHVIT_EDGE_TEST_MARKER"]), time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return super().export(job, out)
+
+
+def test_a_parallel_exports_failed_target_is_reported_by_name(tmp_path, tmp_path_factory, monkeypatch):
+    """A worker's failure is that target's, with the run's other artifacts kept: the fake backend is exported in
+    this process, the failing one in the worker, which dies with nothing written."""
+    from shvit_edge.export import ExportOptions, export, load_source
+    from shvit_edge.targets import load_profile
+
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("SHVIT_EDGE_TEST_MARKER", str(marker))
+    folder = tmp_path_factory.mktemp("profiles")
+    (folder / "fake-host.toml").write_text(FAKE_PROFILE, encoding="utf-8")
+    (folder / "failing-host.toml").write_text(FAKE_PROFILE.replace('"fake-host"', '"failing-host"').replace(
+        'backend = "fake"', 'backend = "failing"').replace('quantization = ["fake-int4"]', "quantization = []"))
+    for cls in (WaitingFakeBackend, FailingBackend):
+        cls.default_profile = str(folder / f"{cls.name}-host.toml")
+        register(cls)
+    try:
+        profiles = [load_profile(folder / "fake-host.toml"), load_profile(folder / "failing-host.toml")]
+        out = tmp_path / "out"
+        report = export(load_source(variant="shvit_s1", checkpoint=None), profiles, ExportOptions(resolution=(64, 64)),
+                        out, jobs=2)
+    finally:
+        unregister("fake")
+        unregister("failing")
+    assert [a.target for a in report.artifacts] == ["fake"]
+    (failure,) = report.failures
+    assert failure.target == "failing" and failure.exit_code == 1 and "the converter failed" in failure.message
+    assert int(marker.read_text()) != os.getpid(), "the failing target ran in this process, not in a worker"
+    name = "shvit_s1_64x64_fake-host.pt2"  # the profile's name: not the backend's default (a path here)
+    assert sorted(p.name for p in out.iterdir()) == [name, name + ".json"]
+
+
 def test_the_fake_backends_own_option_is_checked_before_any_conversion(fake_backend, tmp_path, monkeypatch):
     from shvit_edge.export import ExportOptions, export, load_source, resolve_targets
 
@@ -197,7 +269,12 @@ def test_backend_contract(name):
     pinned = (ROOT / "constraints.txt").read_text(encoding="utf-8").lower()
     for library in backend.libraries:
         assert f"{library.lower()}==" in pinned, f"{library} is not pinned in constraints.txt"
-    assert backend.is_available(), f"{name}'s extra is installed in the test environment"
+    if BASE_INSTALL:  # the base tier: unavailable, and saying how to install it
+        assert not backend.is_available()
+        with pytest.raises(MissingExtraError, match=rf"pip install 'shvit-edge\[{backend.extra}\]'"):
+            require(name)
+    else:
+        assert backend.is_available(), f"{name}'s extra is installed in the test environment"
     profile = resolve_target(name)
     assert profile.backend == name and profile.name == backend.default_profile
     assert set(profile.export.quantization) <= {m.name for m in backend.quantization_modes}
@@ -219,6 +296,7 @@ def test_backend_contract(name):
     assert backend.Options is NoOptions or dataclasses.is_dataclass(backend.Options)
 
 
+@pytest.mark.extras("coreml", "executorch", "tflite", "onnx")
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_every_backend_exports_and_verifies(name, untrained_s1_64, tmp_path):
     """The shared untrained S1 folder holds one artifact per backend, written with the backend's suffix and a
@@ -302,3 +380,22 @@ def test_json_of_the_registry_is_what_variants_and_help_show():
         for mode in backend.quantization_modes:
             assert mode.name in text
     assert json.dumps(sorted(backends())) == json.dumps(sorted(BUILT_IN))
+
+
+@pytest.mark.base_only
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_without_its_extra_export_says_how_to_install_it_before_converting_anything(name, tmp_path):
+    """A base install: exporting to any target (alone, or after another) exits 2 with the pip command, before
+    anything is converted or written."""
+    from shvit_edge.cli import cli
+
+    backend = get_backend(name)
+    out = tmp_path / "out"
+    for targets in (name, f"{name},onnx" if name != "onnx" else "onnx,tflite"):
+        result = CliRunner().invoke(cli, ["export", "--variant", "shvit_s1", "--resolution", "64", "--out", str(out),
+                                          "--target", targets, "--jobs", "1"])
+        assert result.exit_code == 2, result.output
+        first = targets.split(",")[0]
+        assert f"pip install 'shvit-edge[{get_backend(first).extra}]'" in " ".join(result.output.split())
+        assert not out.exists()
+    assert not backend.is_available()

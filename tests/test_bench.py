@@ -101,7 +101,7 @@ def test_report_renders_in_a_headless_browser(bench_doc, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from shvit_edge.bench.report import COLOURS, write_report
+    from shvit_edge.bench.report import colours, write_report
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -127,7 +127,7 @@ def test_report_renders_in_a_headless_browser(bench_doc, tmp_path):
 
     assert count("#f0f0f0") > 5000, "the table's header row is not on the page"
     for target in ("pytorch", "executorch", "tflite", "onnx"):  # bars of each backend's colour, in both plots
-        assert count(COLOURS[target]) > 3000, f"no {target} bars drawn"
+        assert count(colours()[target]) > 3000, f"no {target} bars drawn"
 
 
 @pytest.mark.parametrize("args,message", [

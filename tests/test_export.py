@@ -192,18 +192,6 @@ def test_parallel_export_matches_the_model(s1_source, reference_io, images_dir, 
         n for a in report.artifacts for n in (a.path.name, a.manifest.name))
 
 
-def test_parallel_export_reports_a_failed_target_by_name(s1_source, tmp_path):
-    """A worker's failure is that target's, with the run's other artifacts kept: TFLite (the longer) is
-    exported here, Core ML in the worker, where its image input refuses batch 4."""
-    report = export(s1_source, resolve_targets("coreml,tflite"), ExportOptions(resolution=(64, 64), batch=4),
-                    tmp_path, jobs=2)
-    assert [a.target for a in report.artifacts] == ["tflite"]
-    (failure,) = report.failures
-    assert failure.target == "coreml" and failure.exit_code == 2 and "--coreml-io tensor" in failure.message
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shvit_s1_64x64_b4.tflite",
-                                                          "shvit_s1_64x64_b4.tflite.json"]
-
-
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("variant", ["shvit_s2", "shvit_s3", "shvit_s4"])
 def test_larger_variants_export_and_match(randomized_checkpoints, images_dir, tmp_path, target, variant):

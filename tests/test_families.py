@@ -188,6 +188,7 @@ def test_family_contract_checkpoint_layouts_load_back(family_name, variant, tmp_
         assert loaded_by_name.variant == variant
 
 
+@pytest.mark.extras("onnx")
 @pytest.mark.parametrize("family_name,variant", ALL_VARIANTS)
 def test_family_contract_params_and_macs_reach_the_manifest(family_name, variant, tmp_path):
     family = get_family(family_name)
@@ -220,6 +221,7 @@ def test_unknown_checkpoints_name_every_family(tmp_path):
         load_checkpoint(wrong)
 
 
+@pytest.mark.extras("onnx")
 def test_fake_family_through_export_verify_and_bench(tmp_path):
     from shvit_edge.bench import BenchOptions, bench
     from shvit_edge.verify import VerifyOptions, verify
@@ -256,6 +258,7 @@ def test_fake_family_through_export_verify_and_bench(tmp_path):
     json.dumps(doc)
 
 
+@pytest.mark.extras("onnx")
 def test_an_old_manifest_without_family_params_or_macs_still_reads_and_benches(tmp_path):
     """A manifest from before families: SHViT's, and bench measures the MACs on the family's model."""
     from shvit_edge.bench import BenchOptions, plan

@@ -348,7 +348,7 @@ def test_bench_report_writes_markdown_html_and_the_latency_cosine_plot(benched, 
     plots, among them latency against the verify cosine for artifacts whose manifest holds a verify result."""
     from PIL import Image
 
-    from shvit_edge.bench.report import COLOURS
+    from shvit_edge.bench.report import colours
 
     out = benched.report_dir
     assert {p.name for p in out.iterdir()} == {"report.md", "report.html", "latency.png", "roofline.png",
@@ -368,7 +368,7 @@ def test_bench_report_writes_markdown_html_and_the_latency_cosine_plot(benched, 
     image = Image.open(io.BytesIO(base64.b64decode(embedded["tradeoff"]))).convert("RGB")
     assert image.width > 300 and image.height > 200
     pixels = np.asarray(image).reshape(-1, 3).astype(int)
-    rgb = np.array([int(COLOURS["onnx"][i:i + 2], 16) for i in (1, 3, 5)])
+    rgb = np.array([int(colours()["onnx"][i:i + 2], 16) for i in (1, 3, 5)])
     assert int((np.abs(pixels - rgb).sum(axis=1) <= 12).sum()) >= 10, "no ONNX point on the trade-off plot"
 
     markdown = (out / "report.md").read_text(encoding="utf-8")

@@ -185,7 +185,15 @@ class Backend:
 
 
 def modules_available(*modules: str) -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in modules)
+    """Whether every module can be imported (found, not imported; a dotted name whose parent package is missing
+    is not available either, where ``find_spec`` itself would raise)."""
+    def found(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    return all(found(m) for m in modules)
 
 
 def library_versions(name: str) -> dict[str, str]:

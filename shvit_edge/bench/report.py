@@ -38,10 +38,9 @@ FILES = ("report.md", "report.html", "latency.png", "roofline.png", "tradeoff.pn
 
 def require_matplotlib() -> None:
     """The plots need the ``report`` extra; say so in one line, before a long benchmark runs."""
-    import importlib.util
+    from ..backends.base import MissingExtraError, modules_available
 
-    if importlib.util.find_spec("matplotlib") is None:
-        from ..backends.registry import MissingExtraError
+    if not modules_available("matplotlib"):
 
         raise MissingExtraError("--report needs matplotlib: pip install 'shvit-edge[report]'")
 

@@ -36,7 +36,7 @@ from .._quiet import quiet
 from ..base import Backend, BackendResult, QuantMode, Runner, modules_available, option, register
 from .compress import (ESTIMATE_SAMPLES, W8A8_SETTINGS, WEIGHT_ONLY, compress_weights, estimate_inputs, judged, lifted,
                        model_inputs, quantize_w8a8, weight_compression_estimate)
-from .convert import export, softmax_head
+from .convert import deployment_target, export, softmax_head
 from .inspect import (EXPECTED_COMPRESSION, FOLDED_WEIGHT_TOLERANCE, WEIGHT_THRESHOLD, compression, describe,
                       image_preprocessing, package_weights, reference_problems, structural_problems, weight_key,
                       weights_for_reference)
@@ -46,7 +46,8 @@ __all__ = [
     "NAME", "SUFFIX", "RUNTIME_MODULES", "is_available", "export", "load", "cannot_run_here", "can_run",
     "structural_problems", "weights_for_reference", "reference_problems", "describe", "compression",
     "image_preprocessing", "package_weights", "weight_compression_estimate", "model_inputs", "softmax_head",
-    "compress_weights", "quantize_w8a8", "estimate_inputs", "judged", "lifted", "weight_key", "quiet",
+    "compress_weights", "deployment_target", "quantize_w8a8", "estimate_inputs", "judged", "lifted", "weight_key",
+    "quiet",
     "WEIGHT_ONLY", "WEIGHT_THRESHOLD", "EXPECTED_COMPRESSION", "ESTIMATE_SAMPLES", "W8A8_SETTINGS", "COMPUTE_UNITS",
     "FOLDED_WEIGHT_TOLERANCE", "CoreMLBackend", "CoreMLOptions",
 ]
@@ -96,6 +97,9 @@ class CoreMLBackend(Backend):
     def check(self, profile, common, options) -> None:
         if options.coreml_io == "image" and common.batch != 1:
             raise UsageError("a Core ML image input takes one image (batch 1); for batch > 1 use --coreml-io tensor")
+        if self.is_available():  # the profile's deployment target, before anything converts
+            with quiet():
+                deployment_target(profile.export.minimum_deployment_target or "iOS16")
         if common.quantize == "w8a8" and not modules_available("executorch", "torchao"):
             raise UsageError("--quantize w8a8 calibrates int8 activations in PyTorch with the Core ML quantizer "
                              "that ExecuTorch ships (coremltools' own calibration runs the model, which only macOS "

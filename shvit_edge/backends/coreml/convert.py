@@ -32,7 +32,7 @@ def softmax_head(model):
     return WithSoftmax(model).eval()
 
 
-def _deployment_target(name: str):
+def deployment_target(name: str):
     import coremltools as ct
 
     try:
@@ -81,7 +81,7 @@ def _export(job, out: Path) -> BackendResult:
     if mode == "w8a8":  # activation ranges come from running the torch model: see the module docstring
         program, calibration, estimate = quantize_w8a8(job, model, program, example, image_io)
     mlmodel = ct.convert(program.run_decompositions({}), inputs=inputs, convert_to="mlprogram",
-                         minimum_deployment_target=_deployment_target(target_name), compute_precision=precision,
+                         minimum_deployment_target=deployment_target(target_name), compute_precision=precision,
                          **extra)
     settings = None
     if mode in WEIGHT_ONLY:
