@@ -63,8 +63,10 @@ class ExportOptions:
         common = {k: kwargs.pop(k) for k in list(kwargs) if k in common_names}
         per_backend = {}
         for name, backend in backends().items():
-            own = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(backend.Options)
-                   if f.name in kwargs and f.name not in common_names}
+            clash = [f.name for f in dataclasses.fields(backend.Options) if f.name in common_names]
+            if clash:  # the registry cannot see the common options: a clash would hide the backend's own
+                raise TypeError(f"the {name} backend's option {clash[0]} has the name of a common export option")
+            own = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(backend.Options) if f.name in kwargs}
             if own:
                 per_backend[name] = backend.Options(**own)
         if kwargs:
