@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: the test files of the base tier
-TIER = ("tests/test_imports.py", "tests/test_targets.py", "tests/test_backend_registry.py", "tests/test_families.py")
+#: the test files of the base tier (the family contract on S1 and the fake family: the larger SHViT variants add
+#: time, not coverage, to what a base install is shown to do)
+TIER = ("tests/test_imports.py", "tests/test_targets.py", "tests/test_backend_registry.py", "tests/test_families.py",
+        "-k", "not shvit_s2 and not shvit_s3 and not shvit_s4")
 
 
 def test_the_base_tier_passes_without_any_extra_and_says_what_it_skipped():
@@ -26,7 +28,7 @@ def test_the_base_tier_passes_without_any_extra_and_says_what_it_skipped():
     tail = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, tail
     summary = re.search(r"(\d+) passed, (\d+) skipped", result.stdout)
-    assert summary and int(summary.group(1)) > 100 and int(summary.group(2)) > 0, tail
+    assert summary and int(summary.group(1)) > 80 and int(summary.group(2)) > 0, tail
     # what was skipped, and why: each skip names the extra it needs
     skips = re.findall(r"SKIPPED \[\d+\] (\S+): (.*)", result.stdout)
     assert skips and all("extra: not in a base install" in why for _, why in skips), skips

@@ -177,6 +177,8 @@ def test_a_quantized_export_that_fails_verification_exits_1_and_keeps_the_artifa
     (["--target", "onnx", "--quantize", "int8-dynamic", "--calibration-method", "minmax"],
      "--calibration-method applies to --quantize int8"),
     (["--target", "executorch", "--quantize", "int8", "--calibration", "random", "--reduce-range"],
+     "--reduce-range applies to the onnx target only, and it is not among the targets"),
+    (["--target", "onnx", "--quantize", "int8-dynamic", "--reduce-range"],
      "--reduce-range applies to --quantize int8 on the onnx target"),
 ])
 def test_bad_quantize_arguments_are_usage_errors(tmp_path, args, message):

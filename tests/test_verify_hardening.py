@@ -4,6 +4,7 @@ and paths are checked and shown as data."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -156,7 +157,7 @@ def test_the_runtime_child_lets_the_output_of_every_module_of_a_backend_package_
         if hasattr(module, "quiet"):
             monkeypatch.setattr(module, "quiet", module.quiet)  # put back after the test
     _unquiet(coreml)
-    functions = [getattr(coreml, name) for name in coreml.__all__ if callable(getattr(coreml, name))]
+    functions = [getattr(coreml, name) for name in coreml.__all__ if inspect.isfunction(getattr(coreml, name))]
     users = {f.__module__ for f in functions if "quiet" in f.__globals__}
     assert {"shvit_edge.backends.coreml.convert", "shvit_edge.backends.coreml.inspect"} <= users
     assert all(f.__globals__["quiet"] is _let_through for f in functions if "quiet" in f.__globals__)
