@@ -143,7 +143,8 @@ def test_no_module_imports_a_private_name_from_another():
 
 #: the layers, lowest first: a module may import its own layer and those below it, never one above
 LAYERS = (
-    ("shvit_edge.errors", "shvit_edge.bounds", "shvit_edge._strict", "shvit_edge.atomic", "shvit_edge._process"),
+    ("shvit_edge.errors", "shvit_edge.bounds", "shvit_edge._strict", "shvit_edge.atomic", "shvit_edge._process",
+     "shvit_edge.plugins"),
     ("shvit_edge.models",),
     ("shvit_edge.parity", "shvit_edge.manifest", "shvit_edge.targets", "shvit_edge.images",
      "shvit_edge.backends.registry", "shvit_edge.artifacts"),

@@ -95,6 +95,8 @@ class Backend:
     libraries: ClassVar[tuple[str, ...]] = ()
     #: the modules ``load`` imports (the runtime itself), so a benchmark can import them before timing a load
     runtime_modules: ClassVar[tuple[str, ...]] = ()
+    #: the modules its extra installs: the backend is available when all of them can be imported
+    requires: ClassVar[tuple[str, ...]] = ()
     #: the target profile (``targets/*.toml``) the backend's name stands for on the command line
     default_profile: ClassVar[str]
     #: the ``--quantize`` modes it offers (a profile's ``quantization`` list says which its device takes)
@@ -119,8 +121,9 @@ class Backend:
     has_reference_check: ClassVar[bool] = False
 
     def is_available(self) -> bool:
-        """Whether its libraries are installed (the default: every runtime module can be found)."""
-        return modules_available(*self.runtime_modules)
+        """Whether its extra is installed: every module of :attr:`requires` (default: of
+        :attr:`runtime_modules`) can be found."""
+        return modules_available(*(self.requires or self.runtime_modules))
 
     def check(self, profile, common, options) -> None:
         """Raise a :class:`~shvit_edge.errors.UsageError` for options this backend cannot export for ``profile``

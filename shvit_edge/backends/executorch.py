@@ -17,16 +17,13 @@ from ..manifest import TensorSpec
 from ._quiet import quiet
 from dataclasses import dataclass
 
-from .base import Backend, BackendResult, QuantMode, Runner, modules_available, option, register
+from .base import Backend, BackendResult, QuantMode, Runner, option, register
 
 NAME = "executorch"
 SUFFIX = ".pte"
 #: what ``load`` imports: a host benchmark imports it before timing the load
 RUNTIME_MODULES = ("torch", "executorch.runtime")
 
-
-def is_available() -> bool:
-    return modules_available("executorch")
 
 
 def _partitioner(delegate: str, precision: str, job):
@@ -230,6 +227,7 @@ class ExecuTorchBackend(Backend):
     extra = "executorch"
     libraries = ("executorch",)
     runtime_modules = RUNTIME_MODULES
+    requires = ("executorch",)
     default_profile = "android-arm64-executorch"
     quantization_modes = (QuantMode("int8", "int8", calibrated=True), QuantMode("int8-dynamic", "int8"))
     #: the activation observer of PT2E (XNNPACK's config uses torchao's HistogramObserver; MinMaxObserver)
@@ -240,9 +238,6 @@ class ExecuTorchBackend(Backend):
     colour = "#1f77b4"
     Options = ExecuTorchOptions
     has_structural_check = True
-
-    def is_available(self) -> bool:
-        return is_available()
 
     def check(self, profile, common, options) -> None:
         if options.delegate and profile.export.delegates and options.delegate not in profile.export.delegates:

@@ -10,16 +10,13 @@ from ..manifest import Quantization, TensorSpec
 from ._quiet import quiet
 from dataclasses import dataclass
 
-from .base import Backend, BackendResult, QuantMode, Runner, modules_available, option, register
+from .base import Backend, BackendResult, QuantMode, Runner, option, register
 
 NAME = "onnx"
 SUFFIX = ".onnx"
 #: what ``load`` imports: a host benchmark imports it before timing the load
 RUNTIME_MODULES = ("onnxruntime",)
 
-
-def is_available() -> bool:
-    return modules_available("onnx", "onnxruntime", "onnxscript")
 
 
 def export(job, out: Path) -> BackendResult:
@@ -172,6 +169,7 @@ class OnnxBackend(Backend):
     extra = "onnx"
     libraries = ("onnx", "onnxruntime", "onnxscript")
     runtime_modules = RUNTIME_MODULES
+    requires = ("onnx", "onnxruntime", "onnxscript")
     default_profile = "host-onnx"
     quantization_modes = (QuantMode("int8", "int8", calibrated=True), QuantMode("int8-dynamic", "int8"))
     #: onnxruntime's CalibrationMethod
@@ -181,9 +179,6 @@ class OnnxBackend(Backend):
     export_cost = 1
     colour = "#2ca02c"
     Options = OnnxOptions
-
-    def is_available(self) -> bool:
-        return is_available()
 
     def check(self, profile, common, options) -> None:
         if options.reduce_range and common.quantize != "int8":
@@ -199,6 +194,3 @@ class OnnxBackend(Backend):
 
     def load(self, path, manifest=None, threads=None, setting=None) -> Runner:
         return load(path, manifest, threads)
-
-    def cannot_run_here(self, path, manifest) -> str | None:
-        return cannot_run_here(path, manifest)

@@ -18,14 +18,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
-import importlib.util
 import pkgutil
 import re
-import sys
 import threading
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+from ..plugins import import_defining_module, where_defined
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import Backend  # noqa: F401 - annotations only
@@ -156,29 +155,18 @@ def require(name: str) -> Backend:
 def origin(name: str) -> dict:
     """Where the backend ``name`` is defined, so a worker process can register it too: its class's module, the
     module's file and the class's name."""
-    cls = type(get_backend(name))
-    module = sys.modules.get(cls.__module__)
-    return {"name": name, "module": cls.__module__, "file": getattr(module, "__file__", None),
-            "qualname": cls.__qualname__}
+    backend = get_backend(name)
+    return {"name": name, **where_defined(backend), "qualname": type(backend).__qualname__}
 
 
 def ensure_registered(where: dict | None) -> None:
     """In a worker process: register the backend ``where`` describes (see :func:`origin`) unless it is: import
-    its module, by name if it can be imported, else from its file (a backend defined in a script or a test),
-    and register its class if importing did not."""
+    its module (by name, or from its file: a backend defined in a script or a test) and register its class if
+    importing did not."""
     if not where or where["name"] in backends():
         return
-    try:
-        module = importlib.import_module(where["module"])
-    except ImportError:
-        if not where.get("file"):
-            raise
-        spec = importlib.util.spec_from_file_location(where["module"], where["file"])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[where["module"]] = module
-        spec.loader.exec_module(module)
+    cls = import_defining_module(where)
     if where["name"] not in backends():
-        cls = module
         for part in where["qualname"].split("."):
             cls = getattr(cls, part)
         register(cls)

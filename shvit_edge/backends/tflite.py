@@ -20,7 +20,7 @@ from ..manifest import Quantization, TensorSpec
 from ._quiet import quiet
 from dataclasses import dataclass
 
-from .base import Backend, BackendResult, QuantMode, Runner, modules_available, option, register
+from .base import Backend, BackendResult, QuantMode, Runner, option, register
 
 NAME = "tflite"
 SUFFIX = ".tflite"
@@ -28,9 +28,6 @@ SUFFIX = ".tflite"
 RUNTIME_MODULES = ("ai_edge_litert.interpreter",)
 SIGNATURE = "serving_default"
 
-
-def is_available() -> bool:
-    return modules_available("litert_torch", "ai_edge_litert")
 
 
 def _named(model):
@@ -301,6 +298,7 @@ class TFLiteBackend(Backend):
     extra = "tflite"
     libraries = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
     runtime_modules = RUNTIME_MODULES
+    requires = ("litert_torch", "ai_edge_litert")
     default_profile = "android-arm64-tflite"
     quantization_modes = (QuantMode("fp16", "fp16"), QuantMode("int8-dynamic", "int8"),
                           QuantMode("int8", "int8", calibrated=True))
@@ -311,9 +309,6 @@ class TFLiteBackend(Backend):
     export_cost = 3
     colour = "#ff7f0e"
     Options = TFLiteOptions
-
-    def is_available(self) -> bool:
-        return is_available()
 
     def check(self, profile, common, options) -> None:
         if options.layout not in profile.export.layouts:
@@ -329,6 +324,3 @@ class TFLiteBackend(Backend):
 
     def load(self, path, manifest=None, threads=None, setting=None) -> Runner:
         return load(path, manifest, threads)
-
-    def cannot_run_here(self, path, manifest) -> str | None:
-        return cannot_run_here(path, manifest)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import pkgutil
-import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from ..plugins import import_defining_module, where_defined
 from .family import ModelFamily
 
 #: module names in this package that hold a built-in family
@@ -86,9 +85,7 @@ def get_family(name: str) -> ModelFamily:
 def family_ref(family: ModelFamily) -> dict:
     """What another process needs to find ``family``: its name, and the module (name and file) that defines it,
     for a family registered from outside the built-ins (a plug-in's, a test's). JSON-friendly."""
-    module = type(family).__module__
-    file = getattr(sys.modules.get(module), "__file__", None)
-    return {"name": family.name, "module": module, "file": file}
+    return {"name": family.name, **where_defined(family)}
 
 
 def find_family(ref: dict | str) -> ModelFamily:
@@ -98,17 +95,7 @@ def find_family(ref: dict | str) -> ModelFamily:
     _load_builtins()
     if name in _REGISTRY or isinstance(ref, str) or not ref.get("module"):
         return get_family(name)
-    module = sys.modules.get(ref["module"])
-    if module is None:
-        try:
-            module = importlib.import_module(ref["module"])
-        except ImportError:
-            if not ref.get("file"):
-                raise
-            spec = importlib.util.spec_from_file_location(ref["module"], ref["file"])
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[ref["module"]] = module
-            spec.loader.exec_module(module)
+    module = import_defining_module(ref)
     if name not in _REGISTRY:  # importing it may have registered it
         found = [v for v in vars(module).values() if isinstance(v, ModelFamily) and v.name == name]
         if found:

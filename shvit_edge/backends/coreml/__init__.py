@@ -43,7 +43,7 @@ from .inspect import (EXPECTED_COMPRESSION, FOLDED_WEIGHT_TOLERANCE, WEIGHT_THRE
 from .runtime import COMPUTE_UNITS, can_run, cannot_run_here, load
 
 __all__ = [
-    "NAME", "SUFFIX", "RUNTIME_MODULES", "is_available", "export", "load", "cannot_run_here", "can_run",
+    "NAME", "SUFFIX", "RUNTIME_MODULES", "export", "load", "cannot_run_here", "can_run",
     "structural_problems", "weights_for_reference", "reference_problems", "describe", "compression",
     "image_preprocessing", "package_weights", "weight_compression_estimate", "model_inputs", "softmax_head",
     "compress_weights", "deployment_target", "quantize_w8a8", "estimate_inputs", "judged", "lifted", "weight_key",
@@ -57,9 +57,6 @@ SUFFIX = ".mlpackage"
 #: what ``load`` imports: a host benchmark imports it before timing the load
 RUNTIME_MODULES = ("coremltools",)
 
-
-def is_available() -> bool:
-    return modules_available("coremltools")
 
 
 @dataclass(frozen=True)
@@ -80,6 +77,7 @@ class CoreMLBackend(Backend):
     extra = "coreml"
     libraries = ("coremltools",)
     runtime_modules = RUNTIME_MODULES
+    requires = ("coremltools",)
     default_profile = "iphone12-ios16"
     quantization_modes = (QuantMode("int8-weights", "int8"), QuantMode("palettize-6", "int8"),
                           QuantMode("palettize-4", "palettize-4"),
@@ -90,9 +88,6 @@ class CoreMLBackend(Backend):
     Options = CoreMLOptions
     has_structural_check = True
     has_reference_check = True
-
-    def is_available(self) -> bool:
-        return is_available()
 
     def check(self, profile, common, options) -> None:
         if options.coreml_io == "image" and common.batch != 1:
