@@ -346,9 +346,9 @@ def test_labels_file_must_match_the_class_count(official_pth, tmp_path):
 
 
 def test_missing_extra_names_the_pip_command(monkeypatch, tmp_path):
-    from shvit_edge.backends import tflite
+    from shvit_edge.backends.base import get_backend
 
-    monkeypatch.setattr(tflite, "is_available", lambda: False)
+    monkeypatch.setattr(type(get_backend("tflite")), "is_available", lambda self: False)
     result = CliRunner().invoke(cli, ["export", "--target", "tflite", "--variant", "shvit_s1",
                                       "--resolution", "64", "--out", str(tmp_path)])
     assert result.exit_code == 2

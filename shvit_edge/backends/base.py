@@ -108,6 +108,8 @@ class Backend:
     dfq_default: ClassVar[str | None] = None
     #: whether ``--calibration-augment`` applies (its quantizer was measured with augmented calibration)
     augments_calibration: ClassVar[bool] = False
+    #: where it comes in ``--target all``, the CLI's options and reports (lower first; then by name)
+    rank: ClassVar[int] = 100
     #: relative conversion cost: a parallel export starts the most expensive target first
     export_cost: ClassVar[int] = 1
     #: the colour of its series in bench reports

@@ -234,6 +234,7 @@ class ExecuTorchBackend(Backend):
     calibration_methods = ("histogram", "minmax")
     dfq_default = "none"
     augments_calibration = True
+    rank = 1
     export_cost = 4
     colour = "#1f77b4"
     Options = ExecuTorchOptions

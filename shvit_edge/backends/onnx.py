@@ -176,6 +176,7 @@ class OnnxBackend(Backend):
     calibration_methods = ("minmax", "entropy", "percentile", "distribution")
     dfq_default = "none"
     augments_calibration = True
+    rank = 3
     export_cost = 1
     colour = "#2ca02c"
     Options = OnnxOptions

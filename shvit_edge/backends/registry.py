@@ -120,15 +120,12 @@ def _discover() -> None:
             importlib.import_module(entry.value.split(":", 1)[0])
 
 
-#: built-in backends first in this order (the order of tables, reports and ``--target all``), then the rest
-_ORDER = ("coreml", "executorch", "tflite", "onnx")
-
-
 def backends() -> dict[str, Backend]:
-    """Every registered backend by name, built-ins in their usual order first."""
+    """Every registered backend by name, ordered by each one's ``rank`` (the order of ``--target all``, of the
+    CLI's options and of reports), then by name."""
     _discover()
     with _lock:
-        ordered = sorted(_registry, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+        ordered = sorted(_registry, key=lambda n: (getattr(_registry[n], "rank", 100), n))
         return {n: _registry[n] for n in ordered}
 
 

@@ -306,6 +306,7 @@ class TFLiteBackend(Backend):
     calibration_methods = ("minmax", "octav", "mse")
     dfq_default = "none"
     augments_calibration = True
+    rank = 2
     export_cost = 3
     colour = "#ff7f0e"
     Options = TFLiteOptions

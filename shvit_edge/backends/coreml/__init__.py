@@ -83,6 +83,7 @@ class CoreMLBackend(Backend):
                           QuantMode("palettize-4", "palettize-4"),
                           QuantMode("w8a8", "int8", calibrated=True, min_deployment_target="iOS17",
                                     needs_why="activation quantization"))
+    rank = 0
     export_cost = 2
     colour = "#d62728"
     Options = CoreMLOptions
