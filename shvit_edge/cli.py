@@ -587,9 +587,29 @@ def _jobs(value: str) -> int:
     return JOBS.check("--jobs", jobs)
 
 
+def _end_by_signal(signum: int) -> None:
+    """End this process by ``signum`` itself, as the Unix convention asks of a program that caught an
+    interrupt and cleaned up: a shell then stops its loop (it goes on after a child that merely exits 130) and
+    reports 130 (SIGINT) or 143 (SIGTERM); a Python parent sees -2 or -15. Doing it here also makes the end
+    deterministic: CPython itself ends by SIGINT after sys.exit() when a KeyboardInterrupt once escaped a
+    library's embedded ``PyRun_String`` (pybind11's ``py::exec``), which a Ctrl-C during a conversion can do."""
+    import os
+    import signal
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name != "nt":
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    sys.exit(128 + signum)  # Windows, or the signal is blocked
+
+
 def main(argv=None) -> None:
-    """Console-script entry point: click's handling, except that an interrupt exits 130 (Ctrl-C) or 143
-    (SIGTERM) after the command's cleanups have run, instead of click's generic exit 1."""
+    """Console-script entry point: click's handling, except that an interrupt ends the process by its signal
+    (exit status 130 for Ctrl-C, 143 for SIGTERM) after the command's cleanups have run, instead of click's
+    generic exit 1."""
+    import signal
+
     from .atomic import Terminated
 
     try:
@@ -600,7 +620,7 @@ def main(argv=None) -> None:
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__cause__ or exc.__context__
         click.echo("Aborted.", err=True)
-        sys.exit(143 if isinstance(cause, Terminated) else 130)
+        _end_by_signal(signal.SIGTERM if isinstance(cause, Terminated) else signal.SIGINT)
     sys.exit(code if isinstance(code, int) else 0)
 
 

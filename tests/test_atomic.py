@@ -95,8 +95,8 @@ def test_folder_sha256_covers_names_and_contents(tmp_path):
     assert sha256_of(pkg) != first
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_killing_an_export_midway_leaves_no_artifact(tmp_path, sig, code):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_killing_an_export_midway_leaves_no_artifact(tmp_path, sig):
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "shvit_edge.cli", "export", "--target", "onnx", "--variant", "shvit_s1",
@@ -109,14 +109,14 @@ def test_killing_an_export_midway_leaves_no_artifact(tmp_path, sig, code):
     time.sleep(1.0)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == code, stderr
+    assert proc.returncode == -sig, stderr  # ended by the signal, after its cleanups (a shell shows 128+sig)
     assert "Traceback" not in stderr
     assert list(out.iterdir()) == []
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_killing_a_parallel_export_stops_its_workers_and_leaves_nothing(tmp_path, sig, code):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_killing_a_parallel_export_stops_its_workers_and_leaves_nothing(tmp_path, sig):
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "shvit_edge.cli", "export", "--target", "onnx,tflite", "--jobs", "2",
@@ -132,7 +132,7 @@ def test_killing_a_parallel_export_stops_its_workers_and_leaves_nothing(tmp_path
     time.sleep(8.0)  # the worker is into its export
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == code, stderr
+    assert proc.returncode == -sig, stderr  # ended by the signal, after its cleanups (a shell shows 128+sig)
     assert "Traceback" not in stderr
     assert not any(is_running(w) for w in workers)
     # The interrupted target leaves nothing. ONNX, the worker's, can finish in the 8 s before the signal
