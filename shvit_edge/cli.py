@@ -342,15 +342,22 @@ def export(target, checkpoint, variant, use_ema, trust_checkpoint, resolution, b
               help="Also require this SQNR in dB (or override the manifest's).")
 @click.option("--threads", type=THREADS.click(), default=None,
               help="Threads of each runtime (default: the runtime's).")
+@click.option("--runtime", "runtimes", multiple=True, metavar="NAME",
+              help="Also run this interpreter setting, beside each artifact's own runtime: coreml-sim (Core ML's "
+                   "ML program in NumPy, what verify runs off macOS), or coreml-sim:flush-subnormals (Neural "
+                   "Engine-like), coreml-sim:fp16-accumulation (GPU-like), coreml-sim:flush-subnormals+"
+                   "fp16-accumulation. Repeatable.")
 @json_option
 def verify(paths, checkpoint, trust_checkpoint, images, samples, seed, cosine, max_abs, top1_agreement, sqnr_db,
-           threads, as_json):
+           threads, runtimes, as_json):
     """Run each artifact in its runtime and compare it with the PyTorch model it came from.
 
     PATH is an artifact or a folder of artifacts. Each artifact runs in a process of its own, so one that
-    crashes its runtime fails alone. Exit 0 when every result passes or is skipped (Core ML off Apple hardware),
-    1 when any fails, 2 for usage or input errors. A manifest that cannot be updated with the result (a
-    read-only folder) is a warning: the results are printed and decide the exit code."""
+    crashes its runtime fails alone. Core ML packages run in Core ML on macOS and in the coreml-sim interpreter
+    elsewhere, which also fails an fp16 op that overflows and reports the op with the least fp16 headroom.
+    Exit 0 when every result passes or is skipped, 1 when any fails, 2 for usage or input errors. A manifest
+    that cannot be updated with the result (a read-only folder) is a warning: the results are printed and
+    decide the exit code."""
     from rich.text import Text
 
     from .atomic import sigterm_as_interrupt
@@ -359,7 +366,8 @@ def verify(paths, checkpoint, trust_checkpoint, images, samples, seed, cosine, m
     overrides = {k: v for k, v in (("cosine", cosine), ("max_abs", max_abs), ("top1_agreement", top1_agreement),
                                    ("sqnr_db", sqnr_db)) if v is not None}
     options = VerifyOptions(images=images, samples=samples, seed=seed, checkpoint=checkpoint,
-                            trust_checkpoint=trust_checkpoint, overrides=overrides, threads=threads)
+                            trust_checkpoint=trust_checkpoint, overrides=overrides, threads=threads,
+                            runtimes=tuple(dict.fromkeys(runtimes)))
     check_options(options)
     err = _stderr()
     if trust_checkpoint:

@@ -6,8 +6,11 @@ checkpoint (or ``--checkpoint``), feeds both the same inputs (real images prepro
 plus seeded random ones), and judges the metrics against the tolerances for the artifact's precision or
 quantization class: those the manifest recorded at export (the profile the user exported with, their own
 included), else, for a manifest from before they were recorded, those of the profile it names. Core ML runs
-only on Apple hardware; elsewhere its package gets a structural check and the result ``skipped``, never a
-silent pass. Each result is also written into the manifest's ``verification`` section.
+only on Apple hardware; elsewhere a package gets its structural check and then runs in the ``coreml-sim``
+interpreter (:mod:`shvit_edge.backends.coreml.sim`), judged by the same metrics and tolerances, and fails when
+an fp16 op overflows (each result's ``details`` carry the per-op fp16 headroom). ``--runtime`` adds an
+interpreter setting beside the real runtime (on macOS), or one of its device-like modes. Each result is also
+written into the manifest's ``verification`` section.
 
 Each artifact is loaded and run in a child process of its own (:mod:`shvit_edge.verify_worker`): a runtime
 that aborts on a corrupt file fails that artifact, and the others are still verified. The child gets the
@@ -71,6 +74,9 @@ class VerifyOptions:
     #: tolerance fields (see :class:`~shvit_edge.targets.Tolerance`) that replace the manifest's or profile's
     overrides: dict = field(default_factory=dict)
     threads: int | None = None
+    #: interpreter settings to run beside each artifact's own runtime (``coreml-sim`` on macOS, or one of its
+    #: device-like modes): a backend's :attr:`~shvit_edge.backends.base.Backend.interpreters`
+    runtimes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,9 @@ class VerifyResult:
     metrics: dict
     tolerances: dict
     reason: str
+    #: what was found besides the outputs: the facts of the backend's structural check (``structure``) and what
+    #: the runtime observed (the Core ML interpreter's per-op ``fp16_headroom``)
+    details: dict = field(default_factory=dict)
 
     def as_json(self) -> dict:
         return _finite(dataclasses.asdict(self))
@@ -112,9 +121,21 @@ def check_options(options: VerifyOptions) -> None:
         if value is not None:
             bounds, flag = TOLERANCE_BOUNDS[name]
             bounds.check(flag, value)
+    offered = interpreter_settings()
+    for name in options.runtimes:
+        if name not in offered:
+            raise UsageError(f"--runtime {name}: not a runtime verify can add (it can add: "
+                             f"{', '.join(offered) or 'none'})")
     if options.trust_checkpoint and options.checkpoint is None:
         raise UsageError("--trust-checkpoint applies to --checkpoint FILE only: a checkpoint a manifest names is "
                          "always loaded safely (weights only); give the file you trust with --checkpoint")
+
+
+def interpreter_settings() -> tuple[str, ...]:
+    """Every interpreter setting a registered backend offers (``--runtime`` choices)."""
+    from .backends.registry import backends
+
+    return tuple(name for backend in backends().values() for name in backend.interpreters)
 
 
 def manifest_checkpoint(manifest: Manifest, artifact: Path) -> Path:
@@ -341,7 +362,9 @@ def _verify_artifact(artifact: Path, plan: _Plan, options: VerifyOptions, refere
     from .backends.base import get_backend
     from .verify_worker import RuntimeChild
 
-    settings = [s for s in get_backend(manifest.target).runtime_settings(_profile(manifest)[0]) if s is not None]
+    backend = get_backend(manifest.target)
+    settings = [s for s in backend.runtime_settings(_profile(manifest)[0]) if s is not None]
+    settings += [s for s in options.runtimes if s in backend.interpreters and s not in settings]
     units = settings or None
 
     with RuntimeChild.start(artifact, manifest, x, options.threads, units) as child:
@@ -352,7 +375,7 @@ def _verify_artifact(artifact: Path, plan: _Plan, options: VerifyOptions, refere
             note += "the reference checkpoint is not the file it was exported from (sha256 differs). "
         reference = references.outputs(key, source, x_ref, inputs_key)
         if units and len(units) > 1:
-            progress(f"verifying {artifact.name} on {get_backend(manifest.target).title} ({', '.join(units)}) ...")
+            progress(f"verifying {artifact.name} on {backend.title} ({', '.join(units)}) ...")
         report = child.wait()
     output = next(o for o in manifest.outputs if o.dtype == "float32")
     if output.layout == "classifier":
@@ -394,6 +417,7 @@ def _results(report, manifest: Manifest, base: dict, note: str, reference: np.nd
                              f"I/O matches the manifest; {checked})")]
     found = []
     spec = manifest.inputs[0]
+    checked = {"structure": status["structure"]["facts"]} if status["structure"] is not None else {}
     for run in status["runs"]:
         runtime = run["runtime"]
         if run["error"] is not None:
@@ -411,9 +435,16 @@ def _results(report, manifest: Manifest, base: dict, note: str, reference: np.nd
                 reason = f"the runtime failed: {describe_exception(exc)}"
             else:
                 problems = judge(metrics, tolerance)
+                details = {**checked, **(run.get("details") or {})}
+                headroom = details.get("fp16_headroom")
+                said = ""
+                if headroom is not None:
+                    problems += fp16_overflows(headroom)
+                    said = f"; {fp16_headroom_summary(headroom)}" if headroom.get("least") else ""
                 found.append(VerifyResult(
                     **base, runtime=runtime, status=FAIL if problems else PASS, metrics={output: metrics.as_dict()},
-                    reason=note + ("; ".join(problems) if problems else f"within tolerance on {counts}")))
+                    reason=note + ("; ".join(problems) if problems else f"within tolerance on {counts}") + said,
+                    details=details))
                 continue
         found.append(VerifyResult(**base, runtime=runtime, status=FAIL, metrics={}, reason=note + reason))
     if not found:  # the child ended before any run: in its structural check, or before it
@@ -422,6 +453,34 @@ def _results(report, manifest: Manifest, base: dict, note: str, reference: np.nd
         reason = f"the runtime failed: {error}" if error else report.ended()
         found.append(VerifyResult(**base, runtime=runtime, status=FAIL, metrics={}, reason=note + reason))
     return found
+
+
+def fp16_overflows(headroom: dict) -> list[str]:
+    """A problem per op whose float16 output overflowed (values beyond 65504 became inf), from an interpreter's
+    ``fp16_headroom`` report."""
+    ops = {op["op"]: op for op in headroom.get("ops", [])}
+    found = []
+    for name in headroom.get("overflowing", []):
+        op = ops.get(name, {})
+        found.append(f"fp16 overflow: op {name} ({op.get('type')}) produced {op.get('overflow')} values beyond "
+                     f"65504 (inf on a device computing in fp16)")
+    first = headroom.get("first_nonfinite")
+    if first and first not in headroom.get("overflowing", []):
+        found.append(f"op {first} ({ops.get(first, {}).get('type')}) is the first to produce NaN or inf from "
+                     f"finite inputs")
+    return found
+
+
+def fp16_headroom_summary(headroom: dict) -> str:
+    """One line on the fp16 op with the least headroom."""
+    least = headroom.get("least")
+    if least is None:
+        return "no fp16 ops"
+    margin = least.get("margin")
+    times = "no values" if margin is None else f"{margin:.3g}x under 65504"
+    flushed = f", {least['flushed_fraction']:.1%} flushed to zero" if least.get("flushed_fraction") else ""
+    return (f"least fp16 headroom: op {least['op']} ({least['type']}) max |x| {least['max_abs']:.4g} "
+            f"({times}{flushed})")
 
 
 def _record(artifact: Path, manifest: Manifest, results: list[VerifyResult], options: VerifyOptions,

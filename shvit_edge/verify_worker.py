@@ -16,8 +16,10 @@ JSON), ``manifest_path``, ``threads``, ``compute_units`` (a list for Core ML, el
   it has one); ``arrays`` names the ``.npy`` files (in ``outputs``) of the weights the backend's
   ``weights_for_reference`` gives, which the parent checks against the reference model (``reference_problems``);
 - ``cannot_run_here``: why this machine cannot run the artifact, or null;
-- ``runs``: per compute-unit setting (one entry, ``compute_units`` null, for other backends) the runtime's name,
-  the input the runtime itself reports (``name``, ``shape``, ``dtype``), the ``output`` file and ``error``;
+- ``runs``: per runtime setting (Core ML's compute units or interpreter modes; one entry, ``compute_units``
+  null, for other backends) the runtime's name, the input the runtime itself reports (``name``, ``shape``,
+  ``dtype``), the ``output`` file, ``error`` and ``details`` (what the runner reports: the interpreter's fp16
+  headroom);
 - ``error``: a failure outside any run; ``stage`` is ``done`` once the process has nothing more to do.
 
 Stdout and stderr go to a file the parent reads only if this process dies (its last error line explains the
@@ -122,14 +124,17 @@ def _work(request: dict, status: _Status) -> None:
             np.save(Path(request["outputs"]) / name, np.asarray(value), allow_pickle=False)
             status.doc["structure"]["arrays"][key] = name
         status.write()
-    status.stage("asking whether it can run here")
-    status.doc["cannot_run_here"] = backend.cannot_run_here(path, manifest)
-    if status.doc["cannot_run_here"] is not None:
-        return
+    settings = request["compute_units"] or [None]
+    if any(s not in backend.interpreters for s in settings):  # an interpreter runs anywhere
+        status.stage("asking whether it can run here")
+        status.doc["cannot_run_here"] = backend.cannot_run_here(path, manifest)
+        if status.doc["cannot_run_here"] is not None:
+            return
     x = np.load(request["inputs"], allow_pickle=False)
     spec = manifest.inputs[0]
-    for i, units in enumerate(request["compute_units"] or [None]):
-        run = {"compute_units": units, "runtime": manifest.target, "input": None, "output": None, "error": None}
+    for i, units in enumerate(settings):
+        run = {"compute_units": units, "runtime": units if units in backend.interpreters else manifest.target,
+               "input": None, "output": None, "error": None, "details": None}
         status.doc["runs"].append(run)
         on = f" on {units}" if units else ""
         status.stage(f"loading the artifact{on}")
@@ -145,6 +150,8 @@ def _work(request: dict, status: _Status) -> None:
                 name = f"output_{i}.npy"
                 np.save(Path(request["outputs"]) / name, np.asarray(out), allow_pickle=False)
                 run["output"] = name
+                if runner.report is not None:
+                    run["details"] = runner.report()
         except Exception as exc:  # noqa: BLE001 - the runtime's own failure is this run's result
             run["error"] = describe_exception(exc)
         status.write()

@@ -122,6 +122,21 @@ def untrained_s1_64(tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "untrained_s1_64", build)
 
 
+@pytest.fixture(scope="session")
+def calibrated_224(calibrated_pth, tmp_path_factory) -> Path:
+    """S1 from the fixture checkpoint that reacts to its input as Core ML (fp16, image I/O), ONNX and TFLite
+    artifacts at 224, in one folder, built once per run (:func:`built_once`; copy before writing)."""
+    def build(folder):
+        from shvit_edge.export import ExportOptions, export, load_source, resolve_targets
+
+        source = load_source(variant=None, checkpoint=str(calibrated_pth))
+        report = export(source, resolve_targets("coreml,onnx,tflite"), ExportOptions(resolution=(224, 224)), folder,
+                        jobs=1)
+        assert not report.failures, report.failures
+
+    return built_once(tmp_path_factory, "verify_s1_calibrated_224", build)
+
+
 def fixture_path(name: str) -> Path:
     path = FIXTURES / name
     if not path.exists():

@@ -33,7 +33,6 @@ TARGETS = ("coreml", "executorch", "onnx", "tflite")
 NAMES = {"coreml": "shvit_s1_64x64_fp16.mlpackage", "executorch": "shvit_s1_64x64.pte",
          "onnx": "shvit_s1_64x64.onnx", "tflite": "shvit_s1_64x64.tflite"}
 ONNX = NAMES["onnx"]
-OFF_MAC = sys.platform != "darwin"
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +105,6 @@ def test_a_corrupted_artifact_fails_and_the_others_still_pass(four, tmp_path, br
     doc = json.loads(result.stdout)
     statuses = {r["target"]: r["status"] for r in doc["results"]}
     expected = {t: "pass" for t in TARGETS}
-    expected["coreml"] = "skipped" if OFF_MAC else "pass"
     expected[broken] = "fail"
     assert statuses == expected, doc
     (bad,) = [r for r in doc["results"] if r["target"] == broken]

@@ -63,6 +63,10 @@ class Runner:
     input_shape: tuple[int | None, ...]
     input_dtype: str
 
+    #: what the runtime observed over every run so far, for verify's result (e.g. the Core ML interpreter's
+    #: fp16 headroom); JSON-ready, or None when it observes nothing
+    report: Callable[[], dict] | None = None
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.run(x)
 
@@ -121,6 +125,9 @@ class Backend:
     has_structural_check: ClassVar[bool] = False
     #: declares :meth:`weights_for_reference` and :meth:`reference_problems`
     has_reference_check: ClassVar[bool] = False
+    #: runtime settings that execute the artifact by interpretation on any machine (Core ML's ``coreml-sim``):
+    #: verify runs them, bench does not time them; ``verify --runtime NAME`` adds one beside the real runtime
+    interpreters: ClassVar[tuple[str, ...]] = ()
 
     def is_available(self) -> bool:
         """Whether its extra is installed: every module of :attr:`requires` (default: of
@@ -148,7 +155,8 @@ class Backend:
         return (None,)
 
     def cannot_run_here(self, path, manifest) -> str | None:
-        """Why the artifact cannot run on this machine (verify then skips it), or None."""
+        """Why the artifact cannot run in its real runtime on this machine (bench then skips it, and so does
+        verify unless every setting it runs is an :attr:`interpreters` one), or None."""
         return None
 
     def structural_problems(self, path, manifest) -> tuple[list[str], dict]:

@@ -176,6 +176,10 @@ class SHSA(nn.Module):
         return SHSADeploy(self.dim, self.qk_dim, self.pdim, qkv, self.proj, norm.eps)
 
 
+#: the power of two the deploy form's GroupNorm scales its deviations by before squaring them (fp16 headroom)
+NORM_SCALE = 2.0 ** -4
+
+
 class SHSADeploy(nn.Module):
     """The fused SHSA in ops every mobile runtime delegates; the same function as :class:`SHSA` in eval mode.
 
@@ -197,13 +201,18 @@ class SHSADeploy(nn.Module):
         self.proj = proj
         kwargs = {"dtype": qkv.weight.dtype, "device": qkv.weight.device}
         self.register_buffer("channel_mean", torch.full((1, pdim, 1, 1), 1.0 / pdim, **kwargs), persistent=False)
-        self.register_buffer("eps_bias", torch.full((1,), eps, **kwargs), persistent=False)
+        self.register_buffer("eps_bias", torch.full((1,), eps * NORM_SCALE ** 2, **kwargs), persistent=False)
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """GroupNorm(1, C) without affine: statistics over (C, H, W) of each sample, biased variance."""
+        """GroupNorm(1, C) without affine: statistics over (C, H, W) of each sample, biased variance.
+
+        The deviations are scaled by :data:`NORM_SCALE` before they are squared (and eps with them: the result
+        is the same function, and in float32 the same bits, the scale being a power of two), so that the
+        squares stay finite in float16 up to deviations of 4096 rather than 256: Core ML's fp16 programs
+        overflowed here on real activations (found by the coreml-sim interpreter's fp16 headroom report)."""
         mu = F.conv2d(x, self.channel_mean).mean((2, 3), keepdim=True)
-        d = x - mu
-        var_eps = F.conv2d(d * d, self.channel_mean, self.eps_bias).mean((2, 3), keepdim=True)  # var + eps
+        d = (x - mu) * NORM_SCALE
+        var_eps = F.conv2d(d * d, self.channel_mean, self.eps_bias).mean((2, 3), keepdim=True)  # var + eps, scaled
         return d * torch.rsqrt(var_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,9 @@
 Default I/O is what an app wants: input ``image``, an RGB ``ImageType`` (a ``CVPixelBuffer`` or ``CGImage``)
 whose scale 1/255 and bias -mean are applied by Core ML, with 1/std folded into the first conv; output a
 classifier (``classLabel`` and ``classLabel_probs``, softmax probabilities) with class labels. ``--coreml-io
-tensor`` gives a normalized float32 tensor ``image`` in and ``logits`` out. Core ML cannot predict on Linux;
-the package's spec can be read anywhere (:func:`describe`).
+tensor`` gives a normalized float32 tensor ``image`` in and ``logits`` out. Core ML predicts only on Apple
+platforms; the package's spec can be read anywhere (:func:`describe`), and its ML program executed anywhere by
+the ``coreml-sim`` interpreter (:mod:`.sim`), which verify runs off macOS.
 
 ``--quantize`` (coremltools.optimize; the compute precision stays ``--precision``):
 
@@ -40,7 +41,7 @@ from .convert import deployment_target, export, softmax_head
 from .inspect import (EXPECTED_COMPRESSION, FOLDED_WEIGHT_TOLERANCE, WEIGHT_THRESHOLD, compression, describe,
                       image_preprocessing, package_weights, reference_problems, structural_problems, weight_key,
                       weights_for_reference)
-from .runtime import COMPUTE_UNITS, can_run, cannot_run_here, load
+from .runtime import COMPUTE_UNITS, SIM_SETTINGS, can_run, cannot_run_here, load, settings_here
 
 __all__ = [
     "NAME", "SUFFIX", "RUNTIME_MODULES", "export", "load", "cannot_run_here", "can_run",
@@ -49,7 +50,7 @@ __all__ = [
     "compress_weights", "deployment_target", "quantize_w8a8", "estimate_inputs", "judged", "lifted", "weight_key",
     "quiet",
     "WEIGHT_ONLY", "WEIGHT_THRESHOLD", "EXPECTED_COMPRESSION", "ESTIMATE_SAMPLES", "W8A8_SETTINGS", "COMPUTE_UNITS",
-    "FOLDED_WEIGHT_TOLERANCE", "CoreMLBackend", "CoreMLOptions",
+    "FOLDED_WEIGHT_TOLERANCE", "CoreMLBackend", "CoreMLOptions", "SIM_SETTINGS",
 ]
 
 NAME = "coreml"
@@ -68,8 +69,9 @@ class CoreMLOptions:
 
 @register
 class CoreMLBackend(Backend):
-    """Core ML ML-program packages through coremltools; compressed with coremltools.optimize. Runs only on Apple
-    platforms: elsewhere verify checks the package's structure and its first conv against the reference."""
+    """Core ML ML-program packages through coremltools; compressed with coremltools.optimize. Core ML runs only
+    on Apple platforms; verify checks the package's structure and its first conv against the reference, then
+    runs it there, or elsewhere in the ``coreml-sim`` interpreter."""
 
     name = NAME
     title = "Core ML"
@@ -89,6 +91,7 @@ class CoreMLBackend(Backend):
     Options = CoreMLOptions
     has_structural_check = True
     has_reference_check = True
+    interpreters = SIM_SETTINGS
 
     def check(self, profile, common, options) -> None:
         if options.coreml_io == "image" and common.batch != 1:
@@ -111,8 +114,9 @@ class CoreMLBackend(Backend):
         return load(path, manifest, threads, compute_units=setting or "cpu_only")
 
     def runtime_settings(self, profile) -> tuple[str | None, ...]:
-        """Each compute-unit setting of the profile (``cpu_only`` if it names none)."""
-        return tuple(profile.export.compute_units or ("cpu_only",))
+        """On macOS each compute-unit setting of the profile (``cpu_only`` if it names none); elsewhere the
+        ``coreml-sim`` interpreter."""
+        return settings_here(profile)
 
     def cannot_run_here(self, path, manifest) -> str | None:
         return cannot_run_here(path, manifest)
