@@ -1,9 +1,9 @@
 """Core ML --quantize (coremltools.optimize): int8 weights, palettization and w8a8, checked off Apple hardware.
 
-Core ML cannot predict on Linux, so each mode is checked by what is in the package (the compressed-weight ops
-and their bit width, read from its program; the weight file's size), by verify's structural check, and by the
-measured accuracy estimate: the package's weights decompressed into the fp32 PyTorch model (w8a8: the
-quantized PyTorch model that was converted) against the fp32 model, judged by the profile's tolerance class.
+Each mode is checked by what is in the package (the compressed-weight ops and their bit width, read from its
+program; the weight file's size; each decompressed weight against the model's), by verify's structural check,
+and by running the compressed program itself in the coreml-sim interpreter against the fp32 PyTorch model,
+judged by the profile's tolerance class.
 """
 
 from __future__ import annotations
@@ -107,10 +107,7 @@ def test_weight_compression_is_in_the_package_and_verify_checks_it(s1_source, ex
     assert low <= ratio <= high, ratio
     assert artifact.size_bytes < (high + 0.05) * fp16_bytes
 
-    estimate = manifest.details["weight_compression_estimate"]
-    assert estimate["weights"] == {"compressed": n, "float": 88, "not_in_package": 0}
-    assert estimate["output"] == "classLabel_probs" and "decompressed" in estimate["method"]
-    assert estimate["tolerance_class"] == tolerance_class("coreml", mode)
+    assert "weight_compression_estimate" not in manifest.details  # verify measures the program itself
 
     # verify runs the compressed program itself (coreml-sim), after the structural check, and judges it by
     # the mode's tolerance class; the verdict is the one the decompressed weights in PyTorch give
@@ -120,41 +117,33 @@ def test_weight_compression_is_in_the_package_and_verify_checks_it(s1_source, ex
     assert result.tolerances["class"] == tolerance_class("coreml", mode)
     facts = "; ".join(f"{k} {v}" for k, v in result.details["structure"].items())
     assert f"compressed weights {n} {op_type} ({bits}-bit)" in facts
-    assert "accuracy estimate at export (measured off-device)" in facts
 
 
 @pytest.mark.parametrize("mode", list(EXPECTED))
-def test_accuracy_estimate_on_the_photos_and_what_the_manifest_and_verify_say(s1_source, exported, images_dir, mode):
+def test_the_compressed_program_on_the_photos(s1_source, exported, images_dir, mode):
+    """The compressed program, run by the interpreter on the photos the checkpoint reacts to: really compressed
+    (fp16 weights alone are at 60 dB), and within its tolerance class exactly where the measurements of
+    :data:`WITHIN_CLASS` say; a mode within keeps every photo's class."""
     artifact = exported(mode)
     manifest = read_manifest(artifact.manifest)
     pixels = load_pixels(list_images(images_dir), (224, 224), manifest.preprocessing)
     x = coreml.model_inputs(normalize(pixels, manifest.preprocessing), s1_source.std, image_io=True)
-    model = coreml.softmax_head(s1_source.deploy_model(fold_std=True))
-    assert_reacts(model.inner, x)
-    estimate = coreml.weight_compression_estimate(artifact.path, model, x, image_io=True, inputs="5 images")
+    assert_reacts(coreml.softmax_head(s1_source.deploy_model(fold_std=True)).inner, x)
+    (result,) = verify([artifact.path], VerifyOptions(images=str(images_dir), samples=0))
+    metrics = result.metrics["classLabel_probs"]
+    assert metrics["sqnr_db"] < 55, metrics
     tolerance = resolve_target("coreml").tolerance(tolerance_class("coreml", mode))
-    metrics = estimate["metrics"]
-    assert metrics["sqnr_db"] < 55  # really compressed: fp16 weights alone are at 60 dB
-    problems = within(metrics, tolerance)
-    assert (problems == []) is WITHIN_CLASS[mode], (mode, metrics, problems)
+    assert (within(metrics, tolerance) == []) is WITHIN_CLASS[mode], (mode, metrics)
+    assert (result.status == "pass") is WITHIN_CLASS[mode], result
     if WITHIN_CLASS[mode]:
         assert metrics["top1_agreement"] == 1.0  # every photo keeps its class (margins of 4 logits)
-    else:  # and the export's own estimate (on random images: no images were given) says so too
-        recorded = manifest.details["weight_compression_estimate"]
-        assert recorded["within_tolerance"] is False and recorded["problems"], recorded
-    # the real compressed program, run by the interpreter on the same photos, measures what the estimate does
-    (result,) = verify([artifact.path], VerifyOptions(images=str(images_dir), samples=0))
-    sim = result.metrics["classLabel_probs"]
-    assert abs(sim["cosine"] - metrics["cosine"]) <= 0.1 * (1 - min(sim["cosine"], metrics["cosine"])) + 1e-4, \
-        (sim, metrics)
-    assert (result.status == "pass") is WITHIN_CLASS[mode], result
 
 
 @pytest.mark.parametrize("mode", list(EXPECTED))
 def test_compressed_weights_are_the_models_on_the_modes_grid(s1_source, exported, mode):
-    """Beside the estimate (which loads the package's weights back into the model it came from): each weight,
-    decompressed by coremltools and matched to the model's by shape, takes at most 2^bits values (a LUT) or
-    255 per output channel (int8), and is close to the model's weight by a bound of the mode's own."""
+    """Beside running the program: each weight, decompressed by coremltools and matched to the model's by shape,
+    takes at most 2^bits values (a LUT) or 255 per output channel (int8), and is close to the model's weight by
+    a bound of the mode's own."""
     import numpy as np
 
     _, bits, _ = EXPECTED[mode]
@@ -242,20 +231,15 @@ def test_w8a8_on_an_ios17_profile_quantizes_activations(s1_source, ios17_profile
     ratio = weight_file_bytes(artifact.path) / (2 * sum(p.numel() for p in s1_source.deploy_model().parameters()))
     assert 0.45 <= ratio <= 0.6, ratio
 
-    estimate = manifest.details["weight_compression_estimate"]
-    # the verdict recorded is the int8 class's on the recorded metrics (on shvit_s1_calibrated w8a8 falls
-    # outside it, as the other backends' static int8 does before the int8 ladder: see the README)
-    tolerance = resolve_target(str(ios17_profile)).tolerance("int8")
-    assert estimate["tolerance_class"] == "int8"
-    assert estimate["within_tolerance"] is (within(estimate["metrics"], tolerance) == []), estimate["metrics"]
-    assert "calibration inputs" in estimate["inputs"] and estimate["metrics"]["cosine"] < 0.9999
-
-    # verify runs the w8a8 program (quantize/dequantize ops included) in the interpreter; its verdict on the
-    # photos is the estimate's on the calibration inputs
+    # verify runs the w8a8 program (quantize/dequantize ops included) in the interpreter: on
+    # shvit_s1_calibrated w8a8 falls outside the int8 class, as the other backends' static int8 does before the
+    # int8 ladder (see the README), yet it is a working model, not a broken one
     (result,) = verify([artifact.path], VerifyOptions(images=str(images_dir), samples=0))
     assert result.runtime.startswith("coreml-sim"), result
     assert "activation quantize ops" in "; ".join(f"{k} {v}" for k, v in result.details["structure"].items())
-    assert (result.status == "pass") is estimate["within_tolerance"], (result, estimate)
+    metrics = result.metrics["classLabel_probs"]
+    assert result.status == "fail" and "cosine" in result.reason, result
+    assert 0.5 < metrics["cosine"] < 0.99 and metrics["top1_agreement"] >= 0.6, metrics
 
 
 def test_keep_float_layers_stay_float_in_the_package(s1_source, tmp_path):
@@ -272,5 +256,4 @@ def test_keep_float_layers_stay_float_in_the_package(s1_source, tmp_path):
     assert found["weights"]["constexpr_affine_dequantize"]["count"] == big_weights(s1_source.deploy_model()) - 2
     assert result.details["compression"]["keep_float_weights"] == ["p_inner_head_weight",
                                                                    "p_inner_stages_2_blocks_4_ffn_m_pw2_weight"]
-    estimate = result.details["weight_compression_estimate"]
-    assert estimate["weights"]["compressed"] == 66 and estimate["within_tolerance"] in (True, False)
+    assert "weight_compression_estimate" not in result.details

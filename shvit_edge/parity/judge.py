@@ -1,5 +1,4 @@
-"""The verdict on parity metrics: what in them breaks a tolerance (verify's judge, and Core ML's off-device
-accuracy estimate at export)."""
+"""The verdict on parity metrics: what in them breaks a tolerance (verify's judge)."""
 
 from __future__ import annotations
 

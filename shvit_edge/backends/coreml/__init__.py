@@ -22,10 +22,9 @@ the ``coreml-sim`` interpreter (:mod:`.sim`), which verify runs off macOS.
   ``dequantize`` ops and its int8 weights into ``constexpr_affine_dequantize``.
 
 Weights of at most :data:`WEIGHT_THRESHOLD` elements (biases, most depthwise kernels) stay in float, as
-coremltools recommends. Since Core ML cannot run here, every quantized export records a measured accuracy
-estimate in its manifest (``details["weight_compression_estimate"]``, see :func:`weight_compression_estimate`)
-and verify's structural check (:func:`structural_problems`) checks that the compressed weights are in the
-package, with the mode's bit width.
+coremltools recommends. verify's structural check (:func:`structural_problems`) checks that the compressed
+weights are in the package, with the mode's bit width; then verify runs the compressed program itself (Core ML
+on macOS, the ``coreml-sim`` interpreter elsewhere) and judges it by the mode's tolerance class.
 """
 
 from __future__ import annotations
@@ -35,8 +34,7 @@ from dataclasses import dataclass
 from ...errors import UsageError
 from .._quiet import quiet
 from ..base import Backend, BackendResult, QuantMode, Runner, modules_available, option, register
-from .compress import (ESTIMATE_SAMPLES, W8A8_SETTINGS, WEIGHT_ONLY, compress_weights, estimate_inputs, judged, lifted,
-                       model_inputs, quantize_w8a8, weight_compression_estimate)
+from .compress import W8A8_SETTINGS, WEIGHT_ONLY, compress_weights, lifted, model_inputs, quantize_w8a8
 from .convert import deployment_target, export, softmax_head
 from .inspect import (EXPECTED_COMPRESSION, FOLDED_WEIGHT_TOLERANCE, WEIGHT_THRESHOLD, compression, describe,
                       image_preprocessing, package_weights, reference_problems, structural_problems, weight_key,
@@ -46,10 +44,10 @@ from .runtime import COMPUTE_UNITS, SIM_SETTINGS, can_run, cannot_run_here, load
 __all__ = [
     "NAME", "SUFFIX", "RUNTIME_MODULES", "export", "load", "cannot_run_here", "can_run",
     "structural_problems", "weights_for_reference", "reference_problems", "describe", "compression",
-    "image_preprocessing", "package_weights", "weight_compression_estimate", "model_inputs", "softmax_head",
-    "compress_weights", "deployment_target", "quantize_w8a8", "estimate_inputs", "judged", "lifted", "weight_key",
+    "image_preprocessing", "package_weights", "model_inputs", "softmax_head",
+    "compress_weights", "deployment_target", "quantize_w8a8", "lifted", "weight_key",
     "quiet",
-    "WEIGHT_ONLY", "WEIGHT_THRESHOLD", "EXPECTED_COMPRESSION", "ESTIMATE_SAMPLES", "W8A8_SETTINGS", "COMPUTE_UNITS",
+    "WEIGHT_ONLY", "WEIGHT_THRESHOLD", "EXPECTED_COMPRESSION", "W8A8_SETTINGS", "COMPUTE_UNITS",
     "FOLDED_WEIGHT_TOLERANCE", "CoreMLBackend", "CoreMLOptions", "SIM_SETTINGS",
 ]
 

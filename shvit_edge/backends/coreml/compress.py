@@ -1,20 +1,18 @@
 """Core ML ``--quantize``: the weight-only modes (coremltools.optimize.coreml, ``--keep-float`` layers left float),
-w8a8 through PT2E and the Core ML quantizer that ExecuTorch ships (with :func:`_only_patterns_in`, which spares it
-the patterns SHViT's graph cannot match), and the accuracy estimate measured off-device and judged against the
-profile's tolerances."""
+and w8a8 through PT2E and the Core ML quantizer that ExecuTorch ships (with :func:`_only_patterns_in`, which spares
+it the patterns SHViT's graph cannot match). What a mode costs is measured by verify on the compressed program
+itself (Core ML on macOS, the coreml-sim interpreter elsewhere)."""
 
 from __future__ import annotations
 
 import contextlib
 
 from ...errors import UsageError
-from .inspect import WEIGHT_THRESHOLD, package_weights, weight_key
+from .inspect import WEIGHT_THRESHOLD, weight_key
 
 
 #: --quantize modes that compress the converted model's weights (the computation stays float)
 WEIGHT_ONLY = ("int8-weights", "palettize-6", "palettize-4")
-#: seeded random inputs the accuracy estimate runs on when the export has no calibration images
-ESTIMATE_SAMPLES = 8
 
 
 def compress_weights(job, mlmodel, model, mode: str, image_io: bool):
@@ -47,15 +45,6 @@ def lifted(name: str) -> str:
     return "p_" + name.replace(".", "_")
 
 
-def _param_keys(model) -> dict[str, str]:
-    """The torch model's parameter names by the name ``torch.export`` lifts them under, as the converter keeps
-    it (``inner.head.weight`` -> ``p_inner_head_weight``); names that would collide are left out."""
-    keys: dict[str, list[str]] = {}
-    for name, _ in model.named_parameters():
-        keys.setdefault(lifted(name), []).append(name)
-    return {key: names[0] for key, names in keys.items() if len(names) == 1}
-
-
 def _keep_float_consts(mlmodel, model, layers: tuple[str, ...]) -> list[str]:
     """The const op names of the weights of ``layers`` (deploy-model module names) in the converted program,
     which ``OptimizationConfig(op_name_configs=...)`` leaves uncompressed."""
@@ -85,9 +74,8 @@ W8A8_SETTINGS = {
 def quantize_w8a8(job, model, program, example, image_io: bool):
     """``program`` quantized with PT2E and the Core ML quantizer: int8 per-channel weights, activations observed
     on the job's calibration inputs (``--keep-float`` layers left out of the annotation). Returns the quantized
-    program, re-captured for conversion, the calibration, and the accuracy estimate of the quantized torch
-    model against ``model`` on the calibration inputs."""
-    import numpy as np
+    program, re-captured for conversion, and the calibration. (What the quantization costs is measured by
+    verify, which runs the converted program: in Core ML, or in the coreml-sim interpreter.)"""
     import torch
 
     try:
@@ -98,8 +86,6 @@ def quantize_w8a8(job, model, program, example, image_io: bool):
         raise UsageError(f"--quantize w8a8 calibrates int8 activations in PyTorch with the Core ML quantizer "
                          f"that ExecuTorch ships (coremltools' own calibration runs the model, which only macOS "
                          f"can): pip install 'shvit-edge[executorch]' ({exc})") from None
-    from ...quantize import calibration_batches
-
     config = dict(W8A8_SETTINGS["config"], weight_dtype=torch.qint8, activation_dtype=torch.quint8)
     del config["observer"]  # coremltools' default, recorded for the manifest
     prefix = "inner." if image_io else ""
@@ -115,21 +101,7 @@ def quantize_w8a8(job, model, program, example, image_io: bool):
             prepared(torch.from_numpy(model_inputs(x, job.source.std, image_io)))
         converted = convert_pt2e(prepared)
         quantized = torch.export.export(converted, (example,))
-        chunks = [torch.from_numpy(model_inputs(x, job.source.std, image_io))
-                  for x in calibration_batches(calibration, job.options.batch)]
-        out = np.concatenate([converted(x).numpy() for x in chunks])[:calibration.count]
-        ref = np.concatenate([model(x).numpy() for x in chunks])[:calibration.count]
-    estimate = {
-        "method": "the PT2E-quantized PyTorch model that was converted (int8 weights and int8 activations simulated "
-                  "by quantize/dequantize in fp32) against the fp32 PyTorch model; not Core ML's fp16 arithmetic "
-                  "or its kernels",
-        "summary": "the quantized PyTorch model that was converted, int8 simulated in fp32",
-        "inputs": f"the {calibration.count} calibration inputs ({calibration.source}; the same ones that set the "
-                  "activation ranges)",
-        "output": "classLabel_probs" if image_io else "logits",
-        "metrics": _metrics(out, ref),
-    }
-    return quantized, calibration, estimate
+    return quantized, calibration
 
 
 #: activation functions of the Core ML quantizer's patterns -> the aten ops they export as
@@ -173,12 +145,6 @@ def _only_patterns_in(graph):
         registry.update(saved[2])
 
 
-def _metrics(out, ref) -> dict:
-    from ...parity.metrics import compare
-
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in compare(out, ref).as_dict().items()}
-
-
 def model_inputs(x, std, image_io: bool):
     """Normalized inputs ``x`` ((pixel / 255 - mean) / std, N x 3 x H x W) as the converted torch model takes
     them: the image model gets (pixel / 255 - mean), since 1/std is folded into its first conv."""
@@ -186,94 +152,3 @@ def model_inputs(x, std, image_io: bool):
 
     x = np.asarray(x, np.float32)
     return x * np.asarray(std, np.float32)[None, :, None, None] if image_io else x
-
-
-def estimate_inputs(job, image_io: bool):
-    """The model inputs of the accuracy estimate (see :func:`model_inputs`) and what they are: the calibration
-    images when the export has them, else seeded random inputs as verify makes them (random pixels for an
-    image input, standard-normal tensors for a tensor input)."""
-    import numpy as np
-
-    if job.options.calibration is not None and job.options.calibration != "random":
-        calibration = job.calibration()
-        described = f"{calibration.count} images from {calibration.source}"
-        return model_inputs(calibration.inputs, job.source.std, image_io), described
-    from ...images import normalize
-
-    h, w = job.resolution
-    rng = np.random.default_rng(0)
-    if image_io:
-        pixels = rng.integers(0, 256, (ESTIMATE_SAMPLES, 3, h, w), dtype=np.uint8)
-        return (model_inputs(normalize(pixels, job.preprocessing()), job.source.std, image_io),
-                f"{ESTIMATE_SAMPLES} random images (seed 0; no images given)")
-    x = rng.standard_normal((ESTIMATE_SAMPLES, 3, h, w), dtype=np.float32)
-    return x, f"{ESTIMATE_SAMPLES} random standard-normal inputs (seed 0; no images given)"
-
-
-def weight_compression_estimate(path, model, x, image_io: bool, inputs: str = "") -> dict:
-    """A measured accuracy estimate for a package that cannot run here: its weights, read back from the package
-    (compressed ones decompressed from their constexpr ops, the others as stored, fp16 for an fp16 package),
-    are loaded into a copy of ``model`` (the fp32 PyTorch model it was converted from: the image model with
-    the softmax head, or the deploy model) in place of the originals, and both run in fp32 on ``x``, the
-    model's inputs (N x 3 x H x W; see :func:`model_inputs`). Their outputs (probabilities for an image
-    classifier, as verify compares them on a Mac; its logits too) are compared as verify compares them. It
-    measures what the weight compression costs, not Core ML's fp16 arithmetic or its kernels."""
-    import copy
-
-    import numpy as np
-    import torch
-
-    found = {weight_key(name): value for name, value in package_weights(path).items()}
-    keys = _param_keys(model)
-    candidate = copy.deepcopy(model).eval()
-    params = dict(candidate.named_parameters())
-    counts = {"compressed": 0, "float": 0, "not_in_package": 0}
-    with torch.no_grad():
-        for key, name in keys.items():
-            param = params[name]
-            if key not in found or tuple(found[key][0].shape) != tuple(param.shape):
-                counts["not_in_package"] += 1
-                continue
-            value, kind = found[key]
-            original = param.detach().double().numpy().ravel()
-            denom = np.linalg.norm(original) * np.linalg.norm(value)
-            if denom > 0 and float(np.dot(original, value.ravel().astype(np.float64)) / denom) < 0.9:
-                raise RuntimeError(f"the package's {key} is not the model's {name} (cosine below 0.9)")
-            param.copy_(torch.from_numpy(value))
-            counts["compressed" if kind else "float"] += 1
-        unmatched = [k for k, (_, kind) in found.items() if kind and k not in keys]
-        if unmatched:
-            raise RuntimeError(f"compressed weight {unmatched[0]} of the package matches no parameter of the model")
-        xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        ref, out = model(xs).numpy(), candidate(xs).numpy()
-        estimate = {
-            "method": "the package's weights (compressed ones decompressed from their constexpr ops) loaded into the "
-                      "fp32 PyTorch model in place of its own, run in fp32 and compared with the fp32 model: "
-                      "measures the weight compression, not Core ML's fp16 arithmetic or its kernels",
-            "inputs": inputs or f"{len(x)} inputs",
-            "summary": "package weights decompressed into the fp32 PyTorch model: the weight compression alone",
-            "output": "classLabel_probs" if image_io else "logits",
-            "metrics": _metrics(out, ref),
-            "weights": counts,
-        }
-        if image_io:
-            estimate["logits"] = _metrics(candidate.inner(xs).numpy(), model.inner(xs).numpy())
-    return estimate
-
-
-def judged(estimate: dict, profile, mode: str) -> dict:
-    """``estimate`` with the verdict of the profile's tolerance class for ``mode`` on its output metrics."""
-    from ...errors import ShvitEdgeError
-    from ...parity.judge import judge
-    from ...parity.metrics import ParityMetrics
-    from ...quantize import tolerance_class
-
-    name = tolerance_class("coreml", mode)
-    try:
-        tolerance = profile.tolerance(name)
-    except ShvitEdgeError:
-        return {**estimate, "tolerance_class": name, "within_tolerance": None,
-                "problems": [f"the profile has no [tolerances.{name}]"]}
-    metrics = {k: (float("inf") if v is None and k == "sqnr_db" else v) for k, v in estimate["metrics"].items()}
-    problems = judge(ParityMetrics(**metrics), tolerance)
-    return {**estimate, "tolerance_class": name, "within_tolerance": not problems, "problems": problems}

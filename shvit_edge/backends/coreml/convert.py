@@ -11,8 +11,7 @@ from ...errors import UsageError
 from ...manifest import TensorSpec
 from .._quiet import quiet
 from ..base import BackendResult
-from .compress import (W8A8_SETTINGS, WEIGHT_ONLY, compress_weights, estimate_inputs, judged, lifted, quantize_w8a8,
-                       weight_compression_estimate)
+from .compress import W8A8_SETTINGS, WEIGHT_ONLY, compress_weights, lifted, quantize_w8a8
 from .inspect import EXPECTED_COMPRESSION, compression, describe
 
 
@@ -77,9 +76,9 @@ def _export(job, out: Path) -> BackendResult:
         program = source.exported_program(example)
         inputs = [ct.TensorType(name="image", shape=(batch, 3, h, w), dtype=np.float32)]
         extra = {"outputs": [ct.TensorType(name="logits", dtype=np.float32)]}
-    calibration = estimate = None
+    calibration = None
     if mode == "w8a8":  # activation ranges come from running the torch model: see the module docstring
-        program, calibration, estimate = quantize_w8a8(job, model, program, example, image_io)
+        program, calibration = quantize_w8a8(job, model, program, example, image_io)
     mlmodel = ct.convert(program.run_decompositions({}), inputs=inputs, convert_to="mlprogram",
                          minimum_deployment_target=deployment_target(target_name), compute_precision=precision,
                          **extra)
@@ -138,12 +137,6 @@ def _export(job, out: Path) -> BackendResult:
             settings = {**settings, "keep_float_weights": [lifted(f"{prefix}{layer}.weight")
                                                            for layer in options.keep_float]}
         details["compression"] = {**settings, **compression(out)}
-        if estimate is None:
-            x, described = estimate_inputs(job, image_io)
-            if job.progress is not None:
-                job.progress(f"estimating the accuracy of the {mode} weights on {described} ...")
-            estimate = weight_compression_estimate(out, model, x, image_io=image_io, inputs=described)
-        details["weight_compression_estimate"] = judged(estimate, job.profile, mode)
         quantization = job.quantization(calibration)
     return BackendResult(inputs=(input_spec,), outputs=outputs, preprocessing_applied=preprocessing["applied"],
                          details=details, quantization=quantization)

@@ -197,21 +197,6 @@ def _compression_problems(path, manifest) -> tuple[list[str], dict]:
                                              for k, v in weights.items()) or "none"}
     if mode == "w8a8":
         facts["activation quantize ops"] = found["activation_quantize_ops"]
-    estimate = manifest.details.get("weight_compression_estimate")
-    if estimate and not (estimate.get("metrics") or {}).get("finite", False):
-        facts["accuracy estimate at export"] = "NaN or Inf in the output of the estimate"
-    elif estimate:
-        m = estimate["metrics"]
-        why = "; ".join(estimate.get("problems", []))
-        verdict = {True: f"within the {estimate.get('tolerance_class')} tolerances",
-                   False: f"outside the {estimate.get('tolerance_class')} tolerances ({why})",
-                   None: f"not judged ({why})"}[estimate.get("within_tolerance")]
-        sqnr = "inf" if m.get("sqnr_db") is None else f"{m['sqnr_db']:.1f}"
-        facts["accuracy estimate at export"] = (
-            f"(measured off-device) {estimate.get('output')} cosine {m['cosine']:.5f}, SQNR {sqnr} dB, "
-            f"top-1 agreement {m['top1_agreement']:.2f} against the fp32 PyTorch model on {estimate.get('inputs')}, "
-            f"{verdict}; "
-            f"{estimate.get('summary', estimate.get('method'))}, not Core ML's fp16 arithmetic")
     return problems, facts
 
 

@@ -27,7 +27,8 @@ def can_run() -> bool:
 
 
 def cannot_run_here(path, manifest) -> str | None:
-    return None if can_run() else "Core ML predicts only on macOS/iOS"
+    return None if can_run() else ("Core ML predicts only on macOS/iOS (verify runs the coreml-sim interpreter "
+                                    "here, which is no latency measurement)")
 
 
 def settings_here(profile) -> tuple[str, ...]:
