@@ -63,11 +63,14 @@ S1_PROGRAMS = [("fp32", "image", (224, 224)), ("fp16", "image", (224, 224)), ("f
 
 
 @pytest.mark.parametrize("precision,io,resolution", S1_PROGRAMS)
-def test_s1_programs_match_pytorch_in_the_interpreter(calibrated_source, images_dir, tmp_path_factory,
+def test_s1_programs_match_pytorch_in_the_interpreter(calibrated_source, images_dir, tmp_path_factory, request,
                                                        precision, io, resolution):
-    name = f"sim_s1_{precision}_{io}_{resolution[0]}x{resolution[1]}"
-    folder = built_once(tmp_path_factory, name, lambda f: _export(
-        calibrated_source, f, resolution, precision=precision, coreml_io=io))
+    if (precision, io, resolution) == ("fp16", "image", (224, 224)):  # the export defaults: shared with verify's
+        folder = request.getfixturevalue("calibrated_224")
+    else:
+        name = f"sim_s1_{precision}_{io}_{resolution[0]}x{resolution[1]}"
+        folder = built_once(tmp_path_factory, name, lambda f: _export(
+            calibrated_source, f, resolution, precision=precision, coreml_io=io))
     (path,) = folder.glob("*.mlpackage")
     headroom = Headroom()
     metrics = _sim_against_torch(path, calibrated_source, images_dir, headroom=headroom)
