@@ -49,6 +49,7 @@ def test_bench_json_validates_against_the_schema(bench_doc, artifacts):
         {t: str(p) for t, p in paths.items() if t != "coreml"}
     (skipped,) = bench_doc["skipped"]  # Core ML runs only on Apple hardware: said, not silently dropped
     assert skipped["target"] == "coreml" and "macOS" in skipped["reason"]
+    assert "coreml-sim" in skipped["reason"] and "no latency measurement" in skipped["reason"]
     assert bench_doc["failures"] == []
 
 

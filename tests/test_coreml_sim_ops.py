@@ -734,3 +734,46 @@ def test_unsupported_op_refused(op):
     prog = mb.program(input_specs=specs, opset_version=ct.target.iOS16)(fn)
     with pytest.raises(UnsupportedProgram, match=op):
         Program.from_mil(prog)
+
+
+def test_an_op_of_an_opset_the_interpreter_does_not_know_is_refused(monkeypatch):
+    from shvit_edge.backends.coreml import sim as sim_module
+
+    x = rand(2, 3, seed=1)
+    program = mb.program(input_specs=[mb.TensorSpec(shape=x.shape)], opset_version=ct.target.iOS16)(
+        lambda x: mb.relu(x=x, name="r"))
+    monkeypatch.setattr(sim_module, "KNOWN_OPSETS", ("iOS14",))  # as if iOS15 were newer than it knows
+    with pytest.raises(UnsupportedProgram, match=r"op 'r' is relu of opset iOS15"):
+        Program.from_mil(program)
+
+
+def test_image_pixels_in_the_channel_order_of_the_color_space():
+    from shvit_edge.backends.coreml.sim import to_color_space
+
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 5)).astype(np.uint8)
+    np.testing.assert_array_equal(to_color_space(rgb, "RGB"), rgb.astype(np.float32))
+    np.testing.assert_array_equal(to_color_space(rgb, "BGR"), rgb[:, ::-1].astype(np.float32))
+    gray = to_color_space(rgb, "GRAYSCALE")
+    r, g, b = (rgb[:, i:i + 1].astype(np.float64) for i in range(3))
+    assert gray.shape == (2, 1, 4, 5)
+    np.testing.assert_allclose(gray, 0.299 * r + 0.587 * g + 0.114 * b, rtol=1e-6)  # ITU-R BT.601 luma
+
+
+def test_fp16_accumulation_loses_what_fp32_accumulation_keeps():
+    """A long fp16 dot product: accumulated in float32 (then rounded once) it is within an fp16 rounding of the
+    exact sum; accumulated in fp16 (the GPU-like mode) the error grows with the length."""
+    x = rand(4, 2048, seed=3, low=0.5, high=1.5)
+    w = rand(8, 2048, seed=4, low=0.5, high=1.5)
+
+    def fn(x):
+        h = mb.cast(x=x, dtype="fp16")
+        return mb.cast(x=mb.linear(x=h, weight=w.astype(np.float16), name="dot"), dtype="fp32")
+
+    program = build(fn, x)
+    feeds = {program.inputs[0].name: x}
+    exact = x.astype(np.float16).astype(np.float64) @ w.astype(np.float16).astype(np.float64).T
+    wide = program.run(feeds)[program.outputs[0]]
+    narrow = program.run(feeds, options=SimOptions(fp16_accumulation=True))[program.outputs[0]]
+    ulp = np.spacing(exact.astype(np.float16)).astype(np.float64)
+    assert (np.abs(wide - exact) <= ulp).all()
+    assert np.abs(narrow - exact).max() > 2 * ulp.max()

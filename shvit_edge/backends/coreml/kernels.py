@@ -428,15 +428,20 @@ def _channel(v, ndim):
     return f32(v).reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _affine(out, gamma, beta, shape):
+    """``out * gamma + beta``, each reshaped to ``shape`` for broadcasting (either may be absent)."""
+    if gamma is not None:
+        out = out * f32(gamma).reshape(shape)
+    if beta is not None:
+        out = out + f32(beta).reshape(shape)
+    return out
+
+
 @kernel("batch_norm")
 def _batch_norm(ctx, x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
     x = f32(x)
     out = (x - _channel(mean, x.ndim)) / np.sqrt(_channel(variance, x.ndim) + np.float32(epsilon))
-    if gamma is not None:
-        out = out * _channel(gamma, x.ndim)
-    if beta is not None:
-        out = out + _channel(beta, x.ndim)
-    return (out,)
+    return (_affine(out, gamma, beta, (1, -1) + (1,) * (x.ndim - 2)),)
 
 
 @kernel("instance_norm")
@@ -446,11 +451,7 @@ def _instance_norm(ctx, x, gamma=None, beta=None, epsilon=1e-5):
     mean = x.mean(axis=axes, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     out = (x - mean) / np.sqrt(var + np.float32(epsilon))
-    if gamma is not None:
-        out = out * _channel(gamma, x.ndim)
-    if beta is not None:
-        out = out + _channel(beta, x.ndim)
-    return (out,)
+    return (_affine(out, gamma, beta, (1, -1) + (1,) * (x.ndim - 2)),)
 
 
 @kernel("layer_norm")
@@ -460,12 +461,7 @@ def _layer_norm(ctx, x, axes=None, gamma=None, beta=None, epsilon=1e-5):
     mean = x.mean(axis=axes, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     out = (x - mean) / np.sqrt(var + np.float32(epsilon))
-    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
-    if gamma is not None:
-        out = out * f32(gamma).reshape(shape)
-    if beta is not None:
-        out = out + f32(beta).reshape(shape)
-    return (out,)
+    return (_affine(out, gamma, beta, [x.shape[a] if a in axes else 1 for a in range(x.ndim)]),)
 
 
 @kernel("l2_norm")
