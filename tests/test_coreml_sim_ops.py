@@ -777,3 +777,21 @@ def test_fp16_accumulation_loses_what_fp32_accumulation_keeps():
     ulp = np.spacing(exact.astype(np.float16)).astype(np.float64)
     assert (np.abs(wide - exact) <= ulp).all()
     assert np.abs(narrow - exact).max() > 2 * ulp.max()
+
+
+def test_ios18_blockwise_compressed_weights_decompress_once_into_the_op():
+    """An iOS 18 weight compressed blockwise (int8 data, one scale and offset per block of 4 input channels, as
+    coremltools' per-block int8 quantization writes it) is decompressed at load and feeds the linear."""
+    rng = np.random.default_rng(5)
+    data = rng.integers(-127, 128, (6, 8)).astype(np.int8)
+    scale = rng.uniform(0.01, 0.1, (6, 2)).astype(np.float32)
+    offset = rng.integers(-3, 4, (6, 2)).astype(np.int8)
+    x = rand(3, 8, seed=6)
+
+    def fn(x):
+        w = mb.constexpr_blockwise_shift_scale(data=data, scale=scale, offset=offset, name="w")
+        return mb.linear(x=x, weight=w)
+
+    got = sim(fn, x, opset=ct.target.iOS18)
+    dense = np.repeat(scale, 4, axis=1) * (data.astype(np.float32) - np.repeat(offset, 4, axis=1))
+    close(got, x @ dense.T)
