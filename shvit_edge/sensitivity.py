@@ -285,7 +285,10 @@ def _why_not_validated(profile, validate: bool) -> str | None:
 
     if not validate:
         return "--no-validate"
-    return get_backend(profile.backend).cannot_run_here(None, None)
+    backend = get_backend(profile.backend)
+    if all(setting in backend.interpreters for setting in backend.runtime_settings(profile)):
+        return None  # verify interprets it here (Core ML off macOS: coreml-sim)
+    return backend.cannot_run_here(None, None)
 
 
 def _verdict(layers, worst, simulated_all, simulated_keep, validation, not_validated: str | None) -> str:
