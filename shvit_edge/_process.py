@@ -10,6 +10,7 @@ dies before the child asks is closed by comparing the parent pid the child was g
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import sys
 import threading
@@ -58,3 +59,18 @@ def signal_name(signum: int) -> str:
 def parent_alive() -> bool:
     """False in a child whose parent has died (True in a process that is no such child)."""
     return _parent_pid is None or os.getppid() == _parent_pid
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set in MB. Linux's ``VmHWM`` belongs to the process's own memory map; its
+    ``ru_maxrss`` survives ``execve`` and so would report the parent's size at the fork when that is larger."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB elsewhere

@@ -7,7 +7,6 @@ imported inside the commands, so ``shvit-edge --help`` stays fast.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from . import __version__
 from .bench import DEFAULT_ITERATIONS as BENCH_ITERATIONS
 from .bounds import (BATCH, CALIBRATION_SAMPLES, COSINE, FRACTION, ITERATIONS, JOBS, LAYER_COUNT, MAX_ABS, ROUNDS,
                      SAMPLES, SECONDS, SEED, SQNR_DB, THREADS, WARMUP)
+from .cli_results import COMMANDS as RESULTS_COMMANDS
+from .cli_common import emit_json as _emit_json, fmt as _fmt, json_option, stderr as _stderr, stdout as _stdout
 from .errors import ShvitEdgeError, UsageError
 
 
@@ -34,31 +35,6 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ShvitEdgeError as exc:
             raise _ToolError(exc) from None
-
-
-def _stdout():
-    from rich.console import Console
-
-    return Console(soft_wrap=False)
-
-
-def _stderr():
-    """A console on a duplicate of the process's stderr: converters' C++ logs are held back by redirecting
-    file descriptor 2 while they run (backends/_quiet.py); progress written here still shows."""
-    import os
-
-    from rich.console import Console
-
-    try:
-        handle = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8")
-    except (AttributeError, OSError, ValueError):  # no real descriptor (e.g. a test runner's capture)
-        return Console(stderr=True)
-    return Console(file=handle)
-
-
-def json_option(func):
-    """``--json``: one JSON document on stdout instead of a table."""
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
 
 
 def backend_options(func):
@@ -132,10 +108,6 @@ def _cell(value):
     from rich.text import Text
 
     return Text(str(value))
-
-
-def _emit_json(doc) -> None:
-    click.echo(json.dumps(doc, indent=2, sort_keys=False))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -579,8 +551,8 @@ def quantize_report(target, checkpoint, variant, use_ema, trust_checkpoint, quan
     out.print(result.verdict, highlight=False, markup=False)
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+for _command in RESULTS_COMMANDS:  # bundle, harness, results: cli_results.py
+    cli.add_command(_command)
 
 
 def _jobs(value: str) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._strict import check_tree, decode_text, from_mapping, key_name, quoted, read_capped
-from .bounds import COSINE, FRACTION, ITERATIONS, MAX_ABS, OPSET, SQNR_DB, WARMUP
+from .bounds import COSINE, FRACTION, ITERATIONS, MAX_ABS, OPSET, SQNR_DB, THREADS, WARMUP
 from .backends.registry import backends
 from .errors import InputError, UsageError
 
@@ -76,8 +76,17 @@ class ExportSettings:
 
 @dataclass(frozen=True)
 class Harness:
+    """How a device harness app runs a bundle of this profile's artifacts (``shvit-edge bundle``)."""
+
     warmup: int = field(default=10, metadata=WARMUP.meta)
     iterations: int = field(default=100, metadata=ITERATIONS.meta)
+    threads: int = field(default=1, metadata=THREADS.meta)
+    #: the delegates / compute units the app sweeps, one run each (none: the export's compute units, else its
+    #: delegate, else the runtime's default)
+    settings: tuple[str, ...] = ()
+
+    def sweep(self, export: "ExportSettings") -> tuple[str, ...]:
+        return self.settings or export.compute_units or ((export.delegate,) if export.delegate else ("default",))
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def manifest_checkpoint(manifest: Manifest, artifact: Path) -> Path:
                      f"found{where}; pass --checkpoint")
 
 
-class _References:
+class References:
     """Reference models and their outputs, loaded once per checkpoint and computed once per input set.
 
     ``--trust-checkpoint`` applies to ``--checkpoint`` only: a manifest can name any file, so the checkpoint
@@ -198,7 +198,7 @@ class _References:
         return self._outputs[(key, inputs_key)]
 
 
-class _Inputs:
+class Inputs:
     """The inputs every artifact of one resolution gets: the images' pixels and seeded random inputs."""
 
     def __init__(self, options: VerifyOptions, images: list[Path]):
@@ -243,6 +243,11 @@ def _profile(manifest: Manifest) -> tuple[TargetProfile, bool]:
         return resolve_target(manifest.target), False  # a backend's name stands for its default profile
 
 
+def profile_of(manifest: Manifest) -> TargetProfile:
+    """The profile a manifest names, else (a user's profile not found here) its target's default profile."""
+    return _profile(manifest)[0]
+
+
 def _tolerance(manifest: Manifest, where: Path, overrides: dict) -> tuple[Tolerance, str, str]:
     """(the tolerance an artifact is judged by, where it comes from, a note for the reason).
 
@@ -269,6 +274,19 @@ def _tolerance(manifest: Manifest, where: Path, overrides: dict) -> tuple[Tolera
             bounds.check(f"{problem_at}.{key}", value, error=InputError)
     tolerance = dataclasses.replace(tolerance, **{k: v for k, v in overrides.items() if v is not None})
     return tolerance, source, note
+
+
+def judged_by(manifest: Manifest, where: Path, overrides: dict | None = None) -> tuple[Tolerance, dict]:
+    """The tolerance an artifact is judged by (as verify judges it) and its JSON record (class, fields, source)."""
+    tolerance, source, _ = _tolerance(manifest, where, overrides or {})
+    return tolerance, _tolerance_json(tolerance, tolerance_class(manifest), source)
+
+
+def reference_space(manifest: Manifest, reference: np.ndarray) -> np.ndarray:
+    """The reference model's logits in the space of the artifact's compared (first float32) output: probabilities
+    for a Core ML classifier's output, the logits themselves otherwise."""
+    output = next(o for o in manifest.outputs if o.dtype == "float32")
+    return _softmax(reference) if output.layout == "classifier" else reference
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -335,7 +353,7 @@ def verify(paths, options: VerifyOptions, progress: Progress | None = None,
         tolerance, source, note = _tolerance(manifest, manifest_path(artifact), options.overrides)
         plans[artifact] = _Plan(manifest, tolerance, _tolerance_json(tolerance, tolerance_class(manifest), source),
                                 note, _integrity(artifact, manifest))
-    references, inputs = _References(options), _Inputs(options, images)
+    references, inputs = References(options), Inputs(options, images)
     results: list[VerifyResult] = []
     for artifact, plan in plans.items():
         progress(f"verifying {artifact.name} ...")
@@ -350,8 +368,8 @@ def verify(paths, options: VerifyOptions, progress: Progress | None = None,
     return results
 
 
-def _verify_artifact(artifact: Path, plan: _Plan, options: VerifyOptions, references: _References,
-                     inputs: _Inputs, progress: Progress) -> tuple[list[VerifyResult], object]:
+def _verify_artifact(artifact: Path, plan: _Plan, options: VerifyOptions, references: References,
+                     inputs: Inputs, progress: Progress) -> tuple[list[VerifyResult], object]:
     """The results of one artifact, and the reference source they were judged against (None if none was)."""
     manifest, note = plan.manifest, plan.note
     base = dict(artifact=str(artifact), target=manifest.target, tolerances=plan.tolerance_json)
@@ -378,8 +396,7 @@ def _verify_artifact(artifact: Path, plan: _Plan, options: VerifyOptions, refere
             progress(f"verifying {artifact.name} on {backend.title} ({', '.join(units)}) ...")
         report = child.wait()
     output = next(o for o in manifest.outputs if o.dtype == "float32")
-    if output.layout == "classifier":
-        reference = _softmax(reference)
+    reference = reference_space(manifest, reference)
     counts = f"{len(inputs.images)} images + {options.samples} random inputs"
     _check_against_reference(report, source, manifest)
     return _results(report, manifest, base, note, reference, plan.tolerance, output.name, counts), source

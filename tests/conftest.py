@@ -137,6 +137,52 @@ def calibrated_224(calibrated_pth, tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "verify_s1_calibrated_224", build)
 
 
+@pytest.fixture(scope="session")
+def calibrated_224_executorch(calibrated_pth, tmp_path_factory) -> Path:
+    """The ExecuTorch (XNNPACK) artifact of :func:`calibrated_224`'s checkpoint at 224, alone in a folder, built once
+    per run (copy before writing)."""
+    def build(folder):
+        from shvit_edge.export import ExportOptions, export, load_source, resolve_targets
+
+        source = load_source(variant=None, checkpoint=str(calibrated_pth))
+        report = export(source, resolve_targets("executorch"), ExportOptions(resolution=(224, 224)), folder, jobs=1)
+        assert not report.failures, report.failures
+
+    return built_once(tmp_path_factory, "calibrated_224_executorch", build)
+
+
+@pytest.fixture(scope="session")
+def s1_bundle(calibrated_224, calibrated_224_executorch, images_dir, tmp_path_factory) -> Path:
+    """``shvit-edge bundle`` of the calibrated S1 artifacts of every target at 224 (the five photos and two random
+    inputs; no warm-up, 2 iterations), built once per run; read-only."""
+    def build(folder):
+        from click.testing import CliRunner
+
+        from shvit_edge.cli import cli
+
+        result = CliRunner().invoke(cli, ["bundle", str(calibrated_224), str(calibrated_224_executorch), "--out",
+                                          str(folder / "bundle"), "--images", str(images_dir), "--samples", "2",
+                                          "--warmup", "0", "--iterations", "2"])
+        assert result.exit_code == 0, result.output
+
+    return built_once(tmp_path_factory, "s1_bundle", build) / "bundle"
+
+
+@pytest.fixture(scope="session")
+def s1_bundle_result(s1_bundle, tmp_path_factory) -> Path:
+    """``shvit-edge harness run`` of :func:`s1_bundle` on this machine: its result document, made once per run;
+    read-only."""
+    def build(folder):
+        from click.testing import CliRunner
+
+        from shvit_edge.cli import cli
+
+        result = CliRunner().invoke(cli, ["harness", "run", str(s1_bundle), "--out", str(folder / "result.json")])
+        assert result.exit_code == 0, result.output
+
+    return built_once(tmp_path_factory, "s1_bundle_result", build) / "result.json"
+
+
 def fixture_path(name: str) -> Path:
     path = FIXTURES / name
     if not path.exists():

@@ -128,6 +128,9 @@ class Backend:
     #: runtime settings that execute the artifact by interpretation on any machine (Core ML's ``coreml-sim``):
     #: verify runs them, bench does not time them; ``verify --runtime NAME`` adds one beside the real runtime
     interpreters: ClassVar[tuple[str, ...]] = ()
+    #: declares :meth:`write_bundled_program`: the runtime's own self-checking format of the artifact with test
+    #: inputs and expected outputs (ExecuTorch's ``.bpte``), which ``shvit-edge bundle`` writes beside it
+    bundled_program_suffix: ClassVar[str | None] = None
 
     def is_available(self) -> bool:
         """Whether its extra is installed: every module of :attr:`requires` (default: of
@@ -170,6 +173,11 @@ class Backend:
 
     def reference_problems(self, arrays: dict, source, manifest) -> list[str]:
         """With :attr:`has_reference_check`: what is wrong with ``arrays`` against the reference ``source``."""
+        raise NotImplementedError
+
+    def write_bundled_program(self, path, cases, out) -> None:
+        """With :attr:`bundled_program_suffix`: write at ``out`` the artifact at ``path`` with its test cases,
+        ``cases`` being (input batch, expected output batch) numpy pairs in the artifact's own layout."""
         raise NotImplementedError
 
     # -- derived facts, the same for every backend --

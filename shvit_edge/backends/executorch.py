@@ -204,6 +204,24 @@ def _dtype_name(tensor_meta) -> str:
     return _SCALAR_TYPES.get(tensor_meta.dtype(), str(tensor_meta.dtype()))
 
 
+def write_bundled_program(path, cases, out: Path) -> None:
+    """A BundledProgram (``.bpte``, ``executorch.devtools.bundled_program``) of the program at ``path`` with one
+    test case of ``forward`` per (input, expected output) pair of ``cases``: what ExecuTorch's own
+    bundled-program runner (devtools ``example_runner --bundled_program_path``) and Python's
+    ``verify_result_with_bundled_expected_output`` check."""
+    import torch
+    from executorch.devtools import BundledProgram
+    from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
+    from executorch.devtools.bundled_program.serialize import serialize_from_bundled_program_to_flatbuffer
+
+    suite = MethodTestSuite(method_name="forward", test_cases=[
+        MethodTestCase(inputs=[torch.from_numpy(np.ascontiguousarray(x))],
+                       expected_outputs=[torch.from_numpy(np.ascontiguousarray(y))]) for x, y in cases])
+    with quiet():
+        program = BundledProgram(None, [suite], pte_file_path=str(path))
+        Path(out).write_bytes(serialize_from_bundled_program_to_flatbuffer(program))
+
+
 #: ExecuTorch ScalarType codes (runtime/core/portable_type/scalar_type.h) by numpy name
 _SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
                  7: "float64", 11: "bool"}
@@ -239,6 +257,7 @@ class ExecuTorchBackend(Backend):
     colour = "#1f77b4"
     Options = ExecuTorchOptions
     has_structural_check = True
+    bundled_program_suffix = ".bpte"
 
     def check(self, profile, common, options) -> None:
         if options.delegate and profile.export.delegates and options.delegate not in profile.export.delegates:
@@ -261,3 +280,6 @@ class ExecuTorchBackend(Backend):
 
     def structural_problems(self, path, manifest) -> tuple[list[str], dict]:
         return structural_problems(path, manifest)
+
+    def write_bundled_program(self, path, cases, out) -> None:
+        write_bundled_program(path, cases, out)

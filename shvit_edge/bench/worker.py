@@ -112,19 +112,6 @@ def _timed(run, x, count: int | None, seconds: float | None) -> dict:
             "wall_seconds": time.perf_counter() - start}
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident set. Linux's ``VmHWM`` belongs to the process's own memory map; its
-    ``ru_maxrss`` survives ``execve`` and so would report the parent's size at the fork when that is larger."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB elsewhere
-
-
 def _gemm_gflops(n: int) -> float:
     """Best of a few N x N fp32 matmuls with torch, in GFLOP/s (2 N^3 FLOPs each)."""
     import torch
@@ -148,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     global _crash_log
     spec = json.loads((argv or sys.argv[1:])[0])
     # first: never outlive the bench that started this (a timed run would go on at full CPU for its --seconds)
-    from .._process import die_with_parent
+    from .._process import die_with_parent, peak_rss_mb
 
     die_with_parent(int(spec.get("parent_pid") or os.getppid()))
     import faulthandler
@@ -185,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         elif "gemm" in request:
             send({"gflops": _gemm_gflops(int(request["gemm"]))})
         else:
-            send({"peak_rss_mb": _peak_rss_mb()})
+            send({"peak_rss_mb": peak_rss_mb()})
             return
 
 
