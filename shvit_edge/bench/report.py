@@ -85,7 +85,7 @@ def _group(row: dict) -> str:
     return f"{row.get('variant', '?')} {h}x{w} b{row['batch']}"
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
     import matplotlib
 
     matplotlib.use("Agg")  # no display; and only for this figure's backend, set before pyplot is imported
@@ -94,7 +94,7 @@ def _figure(width: float, height: float):
     return plt, plt.subplots(figsize=(width, height), dpi=110)
 
 
-def _png(plt, fig) -> bytes:
+def png(plt, fig) -> bytes:
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
@@ -104,7 +104,7 @@ def _png(plt, fig) -> bytes:
 
 def latency_plot(doc: dict) -> bytes:
     rows = sorted(_rows(doc), key=lambda r: (_group(r), r["target"] != "pytorch", r["latency_ms"]["p50"]))
-    plt, (fig, ax) = _figure(9, 1.2 + 0.42 * len(rows))
+    plt, (fig, ax) = figure(9, 1.2 + 0.42 * len(rows))
     labels = [f"{_group(r)} | {_name(r)}" for r in rows]
     p50 = [r["latency_ms"]["p50"] for r in rows]
     p90 = [r["latency_ms"]["p90"] for r in rows]
@@ -123,12 +123,12 @@ def latency_plot(doc: dict) -> bytes:
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette[t]) for t in shown]
     ax.legend(handles, shown, loc="lower right", fontsize=8)
     ax.set_title("Latency by variant and backend")
-    return _png(plt, fig)
+    return png(plt, fig)
 
 
 def roofline_plot(doc: dict) -> bytes:
     rows = _rows(doc)
-    plt, (fig, ax) = _figure(9, 1.2 + 0.42 * len(rows))
+    plt, (fig, ax) = figure(9, 1.2 + 0.42 * len(rows))
     ax.barh(range(len(rows)), [r["gflops"] for r in rows], color=[colours().get(r["target"], "#9467bd") for r in rows])
     ax.set_yticks(range(len(rows)), [f"{_group(r)} | {_name(r)}" for r in rows], fontsize=8)
     ax.invert_yaxis()
@@ -139,14 +139,14 @@ def roofline_plot(doc: dict) -> bytes:
     ax.set_xlim(0, max([peak or 0.0] + [r["gflops"] for r in rows]) * 1.15)
     ax.set_xlabel("achieved GFLOP/s (2 x MACs x batch / p50)")
     ax.set_title("Achieved throughput against the machine's fp32 GEMM peak")
-    return _png(plt, fig)
+    return png(plt, fig)
 
 
 def tradeoff_plot(doc: dict) -> bytes | None:
     rows = [r for r in doc["results"] if (r.get("verify") or {}).get("cosine") is not None]
     if not rows:
         return None
-    plt, (fig, ax) = _figure(7.5, 4.5)
+    plt, (fig, ax) = figure(7.5, 4.5)
     for i, r in enumerate(sorted(rows, key=lambda r: r["latency_ms"]["p50"])):
         distance = max(1.0 - r["verify"]["cosine"], 1e-9)  # fp32 artifacts sit at the floor
         ax.scatter(r["latency_ms"]["p50"], distance, color=colours().get(r["target"], "#9467bd"), s=40)
@@ -157,7 +157,7 @@ def tradeoff_plot(doc: dict) -> bytes | None:
     ax.set_xlabel("latency p50, ms")
     ax.set_ylabel("1 - cosine to the fp32 model (verify); lower is closer")
     ax.set_title("Latency against accuracy of the verified artifacts")
-    return _png(plt, fig)
+    return png(plt, fig)
 
 
 def _table(doc: dict) -> tuple[list[str], list[list[str]]]:

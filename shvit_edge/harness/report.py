@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from pathlib import Path
 
 from .records import HOSTED_ESTIMATE, INTERPRETED
+from ..bench.report import figure, png
 
 FILES = ("results.md", "results.html", "latency_by_device.png", "parity_by_device.png")
 LATENCY_PNG, PARITY_PNG = FILES[2], FILES[3]
@@ -225,23 +225,6 @@ def _counts(rows) -> str:
 # -- plots --
 
 
-def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display
-    import matplotlib.pyplot as plt
-
-    return plt, plt.subplots(figsize=(width, min(height, 500.0)), dpi=110)
-
-
-def _png(plt, fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 def _plain(text: str) -> str:
     """``text`` for a matplotlib label: one line, not too long, no mathtext."""
     text = " ".join(str(text).split())
@@ -291,7 +274,7 @@ def latency_plot(rows: list[dict]) -> bytes:
 
     palette = colours()
     labels, index = _grouped(rows, lambda r: f"{model_label(r)} | {runtime_label(r)}")
-    plt, (fig, ax) = _figure(11, 1.6 + 0.3 * len(labels))
+    plt, (fig, ax) = figure(11, min(1.6 + 0.3 * len(labels), 500.0))
     p50 = [float(r["p50"]) for r in rows]
     p90 = [max(_number(r.get("p90")) or p, p) for r, p in zip(rows, p50, strict=True)]
     ys = [y for y, i in enumerate(index) if i is not None]
@@ -316,7 +299,7 @@ def latency_plot(rows: list[dict]) -> bytes:
         names.append("hosted estimate")
     ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     ax.set_title("Latency by device, model and runtime setting")
-    return _png(plt, fig)
+    return png(plt, fig)
 
 
 def parity_rows(rows) -> tuple[list[dict], int]:
@@ -328,7 +311,7 @@ def parity_rows(rows) -> tuple[list[dict], int]:
 
 def parity_plot(rows: list[dict]) -> bytes:
     labels, index = _grouped(rows, lambda r: f"{model_label(r)} | {runtime_label(r)}")
-    plt, (fig, ax) = _figure(11, 1.6 + 0.3 * len(labels))
+    plt, (fig, ax) = figure(11, min(1.6 + 0.3 * len(labels), 500.0))
     ys = [y for y, i in enumerate(index) if i is not None]
     distance = [_cosine_distance(r["parity_metrics"]) for r in rows]
     failed = [r.get("parity_status") == "fail" for r in rows]
@@ -353,7 +336,7 @@ def parity_plot(rows: list[dict]) -> bytes:
               fontsize=8)
     ax.set_xlabel(f"1 - cosine of the output to the bundle's reference (log; lower is closer; {FLOOR:g}: identical)")
     ax.set_title("Parity by device and runtime setting")
-    return _png(plt, fig)
+    return png(plt, fig)
 
 
 def _plots(rows) -> tuple[dict[str, bytes], dict[str, str]]:
