@@ -16,6 +16,7 @@ from . import __version__
 from .bench import DEFAULT_ITERATIONS as BENCH_ITERATIONS
 from .bounds import (BATCH, CALIBRATION_SAMPLES, COSINE, FRACTION, ITERATIONS, JOBS, LAYER_COUNT, MAX_ABS, ROUNDS,
                      SAMPLES, SECONDS, SEED, SQNR_DB, THREADS, WARMUP)
+from .cli_device import COMMANDS as DEVICE_COMMANDS
 from .cli_results import COMMANDS as RESULTS_COMMANDS
 from .cli_common import emit_json as _emit_json, fmt as _fmt, json_option, stderr as _stderr, stdout as _stdout
 from .errors import ShvitEdgeError, UsageError
@@ -123,27 +124,32 @@ def variants(as_json: bool):
     model), and each family's own facts (SHViT: widths, depths, partial dims)."""
     from .models.registry import families, variant_stats
 
-    rows, columns = [], []
+    rows, tables = [], []
     with _stderr().status("measuring parameters and MACs of each variant ...", spinner="dots"):
         for family in families():
-            columns += [c for c in family.table_columns if c not in columns]
+            first = len(rows)
             for name in family.variants():
                 stats = variant_stats(name)
                 rows.append({"family": family.name, "variant": name, "resolution": family.default_resolution(name),
                              "params": stats["params"], "macs": stats["macs"], **family.describe(name)})
+            tables.append((family, rows[first:]))
     if as_json:
         _emit_json({"variants": rows})
         return
     from rich.table import Table
 
-    table = Table(title="Model variants (fused, 1000 classes, MACs at the default resolution)")
-    for col, justify in (("family", "left"), ("variant", "left"), ("resolution", "right"), ("params", "right"),
-                         ("MACs", "right"), *((c, "left") for c in columns)):
-        table.add_column(col, justify=justify)
-    for r in rows:
-        table.add_row(r["family"], r["variant"], str(r["resolution"]), f"{r['params'] / 1e6:.2f}M",
-                      f"{r['macs'] / 1e6:.0f}M", *(str(r[c]) if c in r else "" for c in columns))
-    _stdout().print(table)
+    # one table per family, with that family's own columns: a shared one is too wide for a terminal
+    for family, family_rows in tables:
+        table = Table(title=f"{family.title or family.name} variants (fused, 1000 classes, MACs at the default "
+                            "resolution)")
+        table.add_column("variant", no_wrap=True)
+        for col, justify in (("resolution", "right"), ("params", "right"), ("MACs", "right"),
+                             *((c, "left") for c in family.table_columns)):
+            table.add_column(col, justify=justify)
+        for r in family_rows:
+            table.add_row(r["variant"], str(r["resolution"]), f"{r['params'] / 1e6:.2f}M", f"{r['macs'] / 1e6:.0f}M",
+                          *(str(r.get(c, "")) for c in family.table_columns))
+        _stdout().print(table)
 
 
 @cli.command()
@@ -551,7 +557,7 @@ def quantize_report(target, checkpoint, variant, use_ema, trust_checkpoint, quan
     out.print(result.verdict, highlight=False, markup=False)
 
 
-for _command in RESULTS_COMMANDS:  # bundle, harness, results: cli_results.py
+for _command in RESULTS_COMMANDS + DEVICE_COMMANDS:  # bundle, harness, results: cli_results.py; device: cli_device.py
     cli.add_command(_command)
 
 

@@ -100,6 +100,12 @@ class Tolerance:
     top1_agreement: float = field(metadata=FRACTION.meta)
     sqnr_db: float | None = field(default=None, metadata=SQNR_DB.meta)
 
+    @classmethod
+    def from_record(cls, record: dict) -> Tolerance:
+        """The tolerance of a bundle's ``tolerance`` record (which also carries ``class`` and ``source``)."""
+        return cls(cosine=record["cosine"], max_abs=record["max_abs"], top1_agreement=record["top1_agreement"],
+                   sqnr_db=record.get("sqnr_db"))
+
 
 @dataclass(frozen=True)
 class TargetProfile:

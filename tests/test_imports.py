@@ -152,7 +152,7 @@ LAYERS = (
     ("shvit_edge.export",),
     ("shvit_edge.verify", "shvit_edge.verify_worker"),
     ("shvit_edge.bench", "shvit_edge.sensitivity", "shvit_edge.pipeline", "shvit_edge.harness", "shvit_edge.cli",
-     "shvit_edge.cli_common", "shvit_edge.cli_results", "shvit_edge.__main__"),
+     "shvit_edge.cli_common", "shvit_edge.cli_results", "shvit_edge.cli_device", "shvit_edge.__main__"),
 )
 
 

@@ -76,13 +76,18 @@ class BundleOptions:
     zip: bool = False
 
 
+def check_run_settings(warmup: int | None, iterations: int | None, threads: int | None) -> None:
+    """``--warmup``, ``--iterations`` and ``--threads`` within their bounds (None: not given)."""
+    for flag, bounds, value in (("--warmup", WARMUP, warmup), ("--iterations", ITERATIONS, iterations),
+                                ("--threads", THREADS, threads)):
+        if value is not None:
+            bounds.check(flag, value)
+
+
 def check_options(options: BundleOptions) -> None:
     SAMPLES.check("--samples", options.samples)
     SEED.check("--seed", options.seed)
-    for flag, bounds, value in (("--warmup", WARMUP, options.warmup), ("--iterations", ITERATIONS, options.iterations),
-                                ("--threads", THREADS, options.threads)):
-        if value is not None:
-            bounds.check(flag, value)
+    check_run_settings(options.warmup, options.iterations, options.threads)
     if options.trust_checkpoint and options.checkpoint is None:
         raise UsageError("--trust-checkpoint applies to --checkpoint FILE only")
 
@@ -473,7 +478,4 @@ def _read_artifact(bundle: Bundle, i: int, entry: dict, listed: dict, where: str
                          f"({x_spec['shape'][0]}, classes), one row per input")
     if entry.get("bundled_program") is not None:
         _listed(entry["bundled_program"], listed, where, f"{what}.bundled_program")
-    t = entry["tolerance"]
-    tolerance = Tolerance(cosine=t["cosine"], max_abs=t["max_abs"], top1_agreement=t["top1_agreement"],
-                          sqnr_db=t.get("sqnr_db"))
-    return BundleArtifact(entry, path, manifest, tolerance, bundle)
+    return BundleArtifact(entry, path, manifest, Tolerance.from_record(entry["tolerance"]), bundle)

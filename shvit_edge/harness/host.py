@@ -30,9 +30,8 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_outputs
-from ..bounds import ITERATIONS, THREADS, WARMUP
 from ..errors import CheckFailed, UsageError, describe_exception
-from .bundle import Bundle, BundleArtifact, open_bundle
+from .bundle import Bundle, BundleArtifact, check_run_settings, open_bundle
 from .documents import validate
 from .records import HOST_WALL_TIME, INTERPRETED
 
@@ -56,10 +55,7 @@ class HarnessOptions:
 
 
 def check_options(options: HarnessOptions) -> None:
-    for flag, bounds, value in (("--warmup", WARMUP, options.warmup), ("--iterations", ITERATIONS, options.iterations),
-                                ("--threads", THREADS, options.threads)):
-        if value is not None:
-            bounds.check(flag, value)
+    check_run_settings(options.warmup, options.iterations, options.threads)
 
 
 def host_device() -> dict:

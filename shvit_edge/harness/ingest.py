@@ -302,12 +302,6 @@ def judge_output(output: np.ndarray, reference: np.ndarray, tolerance: Tolerance
     return (FAIL if problems else PASS), reason, metrics.as_dict()
 
 
-def _tolerance(text: str) -> Tolerance:
-    t = json.loads(text)
-    return Tolerance(cosine=t["cosine"], max_abs=t["max_abs"], top1_agreement=t["top1_agreement"],
-                     sqnr_db=t.get("sqnr_db"))
-
-
 # -- storing --
 
 
@@ -378,7 +372,7 @@ def _judged(db, bundle_id: str | None, sha: str | None, output: np.ndarray | Non
         if strict:
             raise InputError(f"{where}: {why}")
         return {"parity_status": FAIL, "parity_reason": why, **facts}
-    status, reason, metrics = judge_output(output, reference, _tolerance(row[2]), details)
+    status, reason, metrics = judge_output(output, reference, Tolerance.from_record(json.loads(row[2])), details)
     return {"parity_status": status, "parity_reason": reason, "parity_metrics": json.dumps(metrics),
             "tolerance": row[2], **facts}
 
