@@ -28,8 +28,10 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: the order below counts the items that run
 def pytest_collection_modifyitems(config, items):
-    """In the base tier, a test that needs an extra is skipped, naming it; outside it, a base-only test is."""
+    """In the base tier, a test that needs an extra is skipped, naming it; outside it, a base-only test is. Under
+    pytest-xdist the heavy modules start first (:func:`heavy_first`)."""
     for item in items:
         extras = item.get_closest_marker("extras")
         if BASE_INSTALL and extras is not None:
@@ -37,6 +39,66 @@ def pytest_collection_modifyitems(config, items):
                                                     "install"))
         if not BASE_INSTALL and item.get_closest_marker("base_only") is not None:
             item.add_marker(pytest.mark.skip(reason="runs in the base tier only (tests/test_base_install.py)"))
+    scheduling = getattr(config, "workerinput", {}).get("shvit_edge_scheduling")
+    if scheduling is not None and scheduling["dist"] == "load" and scheduling["workers"] > 1:
+        items[:] = heavy_first(items, scheduling["workers"], scheduling["maxschedchunk"])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist (in the controller): tell each worker how the controller schedules, for :func:`heavy_first`."""
+    config = node.config
+    node.workerinput["shvit_edge_scheduling"] = {"dist": config.getoption("dist"),
+                                                 "workers": len(config.getoption("tx") or ()),
+                                                 "maxschedchunk": config.getoption("maxschedchunk", None)}
+
+
+#: rough seconds of work in each heavy test module (exports, conversions, runtimes; pytest -n 2 on 2 cores,
+#: --durations of the 29-minute run of 04:09, less what sharing exports saved since): see :func:`heavy_first`
+HEAVY_MODULES = {
+    "test_export.py": 800, "test_coreml_sim.py": 360, "test_quantize_coreml.py": 340, "test_quantize.py": 330,
+    "test_verify_hardening.py": 250, "test_sensitivity.py": 145, "test_backend_registry.py": 130,
+    "test_harness_loop.py": 120, "test_promises_export.py": 110, "test_coreml_preprocessing.py": 110,
+    "test_quantize_tflite.py": 110, "test_base_install.py": 55, "test_device.py": 40,
+}
+
+
+def heavy_first(items: list, workers: int, maxschedchunk: int | None) -> list:
+    """The items reordered so that every pytest-xdist worker starts on heavy modules and the run ends on light
+    tests. In file order the heaviest modules (test_quantize*, test_sensitivity, test_verify_hardening) came
+    last: one worker could run a two-minute export while the other had nothing left to take.
+
+    xdist's ``load`` scheduling sends each worker a first chunk of consecutive items (a quarter of its share),
+    then refills the workers from the rest in order. So the heavy modules are split into one bin per worker
+    (longest first, each to the lightest bin; a module stays whole and in its own order, so its module fixtures
+    are set up once) and bin k is placed where worker k's first chunk starts, whole light modules filling the
+    gaps; the other light modules follow in file order. The order is the same on every worker (xdist checks
+    that). Only under ``--dist load`` (what ``-n`` gives); a module missing from :data:`HEAVY_MODULES` only
+    loses its place, never a test."""
+    chunk = max(min(len(items) // workers // 4, maxschedchunk or len(items)), 2)
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1], []).append(item)
+    heavy = sorted((name for name in modules if name in HEAVY_MODULES), key=lambda n: -HEAVY_MODULES[n])
+    bins: list[list[str]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for name in heavy:
+        k = loads.index(min(loads))
+        bins[k].append(name)
+        loads[k] += HEAVY_MODULES[name]
+    light = [name for name in modules if name not in HEAVY_MODULES]
+    ordered: list = []
+    for k, names in enumerate(bins):
+        for name in list(light) if k else ():  # whole light modules that fit before worker k's first chunk
+            if len(ordered) + len(modules[name]) <= k * chunk:
+                ordered.extend(modules[name])
+                light.remove(name)
+        for name in names:
+            ordered.extend(modules[name])
+    for name in light:
+        ordered.extend(modules[name])
+    assert len(ordered) == len(items)
+    return ordered
 
 
 def _has_int8_dot_product() -> bool:
@@ -109,17 +171,35 @@ def copy_folder(folder: Path, tmp_path: Path, name: str = "artifacts") -> Path:
 
 
 @pytest.fixture(scope="session")
-def untrained_s1_64(tmp_path_factory) -> Path:
-    """Untrained S1 (seed 0) at 64x64 for every target, in one folder, built once per run (:func:`built_once`):
-    for latency, robustness and structure tests, where the weights do not matter. Copy before writing."""
+def untrained_s1_64_export(tmp_path_factory):
+    """``shvit-edge export --target all --variant shvit_s1 --resolution 64 --jobs 1 --json``: untrained S1 (seed 0)
+    at 64x64 for every target, built once per run (:func:`built_once`) through the command line, whose exit code
+    and JSON document are kept (test_export.py checks them) beside the output folder ``out``. Read-only."""
+    import json
+    from types import SimpleNamespace
+
     def build(folder: Path) -> None:
-        from shvit_edge.export import ExportOptions, export, load_source, resolve_targets
+        from click.testing import CliRunner
 
-        source = load_source(variant="shvit_s1", checkpoint=None)
-        report = export(source, resolve_targets("all"), ExportOptions(resolution=(64, 64)), folder, jobs=1)
-        assert not report.failures, report.failures
+        from shvit_edge.cli import cli
 
-    return built_once(tmp_path_factory, "untrained_s1_64", build)
+        result = CliRunner().invoke(cli, ["export", "--target", "all", "--variant", "shvit_s1", "--resolution", "64",
+                                          "--jobs", "1", "--out", str(folder / "out"), "--json"])
+        (folder / "run.json").write_text(json.dumps({"exit_code": result.exit_code, "stdout": result.stdout,
+                                                     "output": result.output[-5000:]}), encoding="utf-8")
+
+    folder = built_once(tmp_path_factory, "untrained_s1_64", build)
+    run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    return SimpleNamespace(out=folder / "out", exit_code=run["exit_code"], stdout=run["stdout"], output=run["output"])
+
+
+@pytest.fixture(scope="session")
+def untrained_s1_64(untrained_s1_64_export) -> Path:
+    """Untrained S1 (seed 0) at 64x64 for every target, in one folder, built once per run (see
+    :func:`untrained_s1_64_export`): for latency, robustness and structure tests, where the weights do not matter.
+    Copy before writing."""
+    assert untrained_s1_64_export.exit_code == 0, untrained_s1_64_export.output
+    return untrained_s1_64_export.out
 
 
 @pytest.fixture(scope="session")
@@ -149,6 +229,20 @@ def calibrated_224_executorch(calibrated_pth, tmp_path_factory) -> Path:
         assert not report.failures, report.failures
 
     return built_once(tmp_path_factory, "calibrated_224_executorch", build)
+
+
+@pytest.fixture(scope="session")
+def calibrated_coreml_320x192(calibrated_pth, tmp_path_factory) -> Path:
+    """:func:`calibrated_224`'s Core ML export (default options: fp16, image I/O) at 320x192, alone in a folder,
+    built once per run (test_export.py and test_coreml_sim.py both judge it; copy before writing)."""
+    def build(folder):
+        from shvit_edge.export import ExportOptions, export, load_source, resolve_targets
+
+        source = load_source(variant=None, checkpoint=str(calibrated_pth))
+        report = export(source, resolve_targets("coreml"), ExportOptions(resolution=(320, 192)), folder, jobs=1)
+        assert not report.failures, report.failures
+
+    return built_once(tmp_path_factory, "calibrated_coreml_320x192", build)
 
 
 @pytest.fixture(scope="session")
@@ -285,27 +379,20 @@ def assert_reacts(model, inputs) -> None:
 
 
 @pytest.fixture(scope="session")
-def s1_fp32(s1_source, tmp_path_factory):
-    """The fp32 S1 artifact at 224 for a target, exported once per session: what quantized ones compare with."""
-    from shvit_edge.export import ExportOptions, export, resolve_targets
-
+def s1_fp32(calibrated_224, calibrated_224_executorch):
+    """The fp32 S1 artifact at 224 for a target (onnx, tflite, executorch), what quantized ones compare with:
+    ``shvit_s1_calibrated``'s, the quantized ones' checkpoint, as :func:`calibrated_224` and
+    :func:`calibrated_224_executorch` export it once per run. Read-only."""
     from types import SimpleNamespace
 
+    from shvit_edge.backends.base import get_backend
     from shvit_edge.manifest import manifest_path, read_manifest
 
-    artifacts = {}
-
     def get(target: str):
-        """Built once per run across pytest-xdist workers (:func:`built_once`); read-only."""
-        if target not in artifacts:
-            def build(folder):
-                export(s1_source, resolve_targets(target), ExportOptions(resolution=(224, 224)), folder)
-
-            folder = built_once(tmp_path_factory, f"s1_fp32_{target}", build)
-            (path,) = [p for p in folder.iterdir() if not p.name.endswith(".json")]
-            artifacts[target] = SimpleNamespace(path=path, manifest=manifest_path(path),
-                                                size_bytes=read_manifest(manifest_path(path)).artifact.size_bytes)
-        return artifacts[target]
+        folder = calibrated_224_executorch if target == "executorch" else calibrated_224
+        (path,) = [p for p in folder.iterdir() if p.name.endswith(get_backend(target).suffix)]
+        return SimpleNamespace(path=path, manifest=manifest_path(path),
+                               size_bytes=read_manifest(manifest_path(path)).artifact.size_bytes)
 
     return get
 

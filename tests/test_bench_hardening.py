@@ -30,14 +30,15 @@ TINY = ["--iterations", "2", "--rounds", "1", "--warmup", "0", "--no-baseline"]
 
 
 @pytest.fixture(scope="module")
-def onnx_artifact(tmp_path_factory) -> Path:
-    """S1 (untrained: latency does not depend on the weights) at 64x64 as ONNX, the quickest to export."""
-    from shvit_edge.export import ExportOptions, export, load_source, resolve_targets
+def onnx_artifact(untrained_s1_64, tmp_path_factory) -> Path:
+    """S1 (untrained: latency does not depend on the weights) at 64x64 as ONNX: a private copy of conftest's
+    shared export (``untrained_s1_64``), with its manifest."""
+    import shutil
 
     folder = tmp_path_factory.mktemp("hardening")
-    source = load_source(variant="shvit_s1", checkpoint=None)
-    (artifact,) = export(source, resolve_targets("onnx"), ExportOptions(resolution=(64, 64)), folder).artifacts
-    return artifact.path
+    for name in ("shvit_s1_64x64.onnx", "shvit_s1_64x64.onnx.json"):
+        shutil.copy2(untrained_s1_64 / name, folder / name)
+    return folder / "shvit_s1_64x64.onnx"
 
 
 def place(artifact: Path, folder: Path, name: str, content: bytes | None = None, **manifest_changes) -> Path:

@@ -67,6 +67,8 @@ def test_s1_programs_match_pytorch_in_the_interpreter(calibrated_source, images_
                                                        precision, io, resolution):
     if (precision, io, resolution) == ("fp16", "image", (224, 224)):  # the export defaults: shared with verify's
         folder = request.getfixturevalue("calibrated_224")
+    elif (precision, io, resolution) == ("fp16", "image", (320, 192)):  # the defaults too: shared with test_export
+        folder = request.getfixturevalue("calibrated_coreml_320x192")
     else:
         name = f"sim_s1_{precision}_{io}_{resolution[0]}x{resolution[1]}"
         folder = built_once(tmp_path_factory, name, lambda f: _export(

@@ -116,6 +116,33 @@ def _export_one(source, target, out, **options):
     return artifact
 
 
+#: exports another test's session fixture already makes of ``shvit_s1_calibrated`` (this module's ``s1_source``)
+#: with the default options, by (target, resolution): the fixture's name (conftest.py)
+SHARED = {**{(t, "224"): "calibrated_224" for t in ("coreml", "onnx", "tflite")},
+          ("executorch", "224"): "calibrated_224_executorch", ("coreml", "320x192"): "calibrated_coreml_320x192"}
+
+
+def _shared_artifact(request, target, resolution, tmp_path=None):
+    """The artifact of ``SHARED[(target, resolution)]``, exported once per run by that session fixture: read-only,
+    or with ``tmp_path`` a private copy of it and its manifest (verify writes the manifest). Its sha256 and size
+    are recomputed from the file, for :func:`_check_manifest` to hold the manifest to."""
+    import shutil
+    from types import SimpleNamespace
+
+    from shvit_edge.atomic import size_of
+    from shvit_edge.manifest import manifest_path
+
+    folder = request.getfixturevalue(SHARED[(target, resolution)])
+    (path,) = [p for p in folder.iterdir() if p.name.endswith(get_backend(target).suffix)]
+    if tmp_path is not None:
+        copy = tmp_path / path.name
+        (shutil.copytree if path.is_dir() else shutil.copy2)(path, copy)
+        shutil.copy2(manifest_path(path), manifest_path(copy))
+        path = copy
+    return SimpleNamespace(target=target, path=path, manifest=manifest_path(path), sha256=shvit_edge_sha(path),
+                           size_bytes=size_of(path))
+
+
 def _check_manifest(artifact, source, target, resolution):
     manifest = read_manifest(artifact.manifest)
     assert manifest.target == target and manifest.variant == source.variant
@@ -147,8 +174,11 @@ def check_coreml_structure(path, resolution, num_classes=1000):
 
 @pytest.mark.parametrize("target,resolution", [(t, r) for t in TARGETS for r in ("224", "320x192")]
                          + [("executorch", "288")])  # one more square size, on the target that lowers per shape
-def test_s1_fixture_exports_and_matches(s1_source, reference_io, images_dir, tmp_path, target, resolution):
-    artifact = _export_one(s1_source, target, tmp_path, resolution=resolution)
+def test_s1_fixture_exports_and_matches(s1_source, reference_io, images_dir, tmp_path, request, target, resolution):
+    if (target, resolution) in SHARED:  # the same export as a session fixture's: a private copy of it
+        artifact = _shared_artifact(request, target, resolution, tmp_path)
+    else:
+        artifact = _export_one(s1_source, target, tmp_path, resolution=resolution)
     res = parse_resolution(resolution)
     manifest = _check_manifest(artifact, s1_source, target, res)
     assert manifest.inputs[0].name == "image"
@@ -239,10 +269,11 @@ def test_onnx_dynamic_batch(s1_source, images_dir, tmp_path):
 
 
 @pytest.mark.parametrize("resolution", ["224", "320x192"])
-def test_coreml_image_classifier_package(s1_source, tmp_path, resolution):
+def test_coreml_image_classifier_package(s1_source, request, resolution):
+    """The default Core ML export of test_s1_fixture_exports_and_matches, shared (read-only: nothing writes)."""
     from shvit_edge.backends.coreml import describe
 
-    artifact = _export_one(s1_source, "coreml", tmp_path, resolution=resolution)
+    artifact = _shared_artifact(request, "coreml", resolution)
     h, w = parse_resolution(resolution)
     manifest = _check_manifest(artifact, s1_source, "coreml", (h, w))
     assert artifact.path.suffix == ".mlpackage" and artifact.path.is_dir()
@@ -287,20 +318,24 @@ def test_executorch_coreml_delegate(s1_source, images_dir, tmp_path):
     assert [d.id for plan in program.execution_plan for d in plan.delegates] == ["CoreMLBackend"]
 
 
-def test_cli_export_all_targets_json(official_pth, tmp_path):
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["export", "--target", "all", "--checkpoint", str(official_pth),
-                                      "--resolution", "128", "--out", str(out), "--json"])
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
+def test_cli_export_all_targets_json(untrained_s1_64_export, official_pth, tmp_path):
+    """``export --target all ... --json`` (the command line run of conftest's ``untrained_s1_64_export``, whose
+    artifacts the other tests use)."""
+    import shutil
+
+    run = untrained_s1_64_export
+    assert run.exit_code == 0, run.output
+    doc = json.loads(run.stdout)
     assert sorted(a["target"] for a in doc["artifacts"]) == ["coreml", "executorch", "onnx", "tflite"]
     for a in doc["artifacts"]:
         assert set(a) == {"target", "profile", "path", "manifest", "sha256", "size_bytes", "seconds"}
         assert Path(a["path"]).exists() and Path(a["manifest"]).exists()
+        assert Path(a["path"]).parent == run.out
         assert read_manifest(Path(a["manifest"])).artifact.sha256 == a["sha256"] == shvit_edge_sha(a["path"])
-    # a second run does not overwrite without --force, and says so
+    # a second run does not overwrite without --force, and says so (into a copy: the run's folder is shared)
+    out = Path(shutil.copytree(run.out, tmp_path / "out", symlinks=True))
     again = CliRunner().invoke(cli, ["export", "--target", "onnx", "--checkpoint", str(official_pth),
-                                     "--resolution", "128", "--out", str(out)])
+                                     "--resolution", "64", "--out", str(out)])
     assert again.exit_code == 2 and "--force" in again.output
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import onnx_int8_saturates
+from conftest import built_once, copy_folder, onnx_int8_saturates
 from click.testing import CliRunner
 
 from shvit_edge.cli import cli
@@ -37,6 +37,52 @@ def fp32_sizes(s1_fp32):
     return lambda target: s1_fp32(target).size_bytes
 
 
+@pytest.fixture(scope="session")
+def int8_dynamic_224(calibrated_source, tmp_path_factory):
+    """``shvit_s1_calibrated`` exported with ``--quantize int8-dynamic`` at 224 for a target, alone in a folder,
+    once per run across pytest-xdist workers (conftest.built_once): the artifact
+    test_*_int8_*_passes_verify judges, and the one without --keep-float test_keep_float compares with (an
+    ExecuTorch int8 export takes a minute or more, at any resolution). Read-only: copy before verifying."""
+    from types import SimpleNamespace
+
+    from shvit_edge.manifest import manifest_path
+
+    done = {}
+
+    def get(target):
+        if target not in done:
+            def build(folder):
+                options = ExportOptions(resolution=(224, 224), quantize="int8-dynamic", calibration_samples=SAMPLES)
+                report = export(calibrated_source, resolve_targets(target), options, folder)
+                assert not report.failures, report.failures
+
+            folder = built_once(tmp_path_factory, f"s1_int8_dynamic_224_{target}", build)
+            (path,) = [p for p in folder.iterdir() if not p.name.endswith(".json")]
+            done[target] = SimpleNamespace(path=path, manifest=manifest_path(path),
+                                           size_bytes=read_manifest(manifest_path(path)).artifact.size_bytes)
+        return done[target]
+
+    return get
+
+
+def exported_int8(source, target, mode, calibrated, images_dir, shared, tmp_path):
+    """The test's int8 export at 224: int8-dynamic is :func:`int8_dynamic_224`'s, copied (verify writes the
+    manifest); static int8 is calibrated on the photos here."""
+    from types import SimpleNamespace
+
+    from shvit_edge.manifest import manifest_path
+
+    if mode == "int8-dynamic" and not calibrated:
+        folder = copy_folder(shared(target).path.parent, tmp_path)
+        (path,) = [p for p in folder.iterdir() if not p.name.endswith(".json")]
+        return SimpleNamespace(path=path, manifest=manifest_path(path),
+                               size_bytes=read_manifest(manifest_path(path)).artifact.size_bytes)
+    options = ExportOptions(resolution=(224, 224), quantize=mode, calibration_samples=SAMPLES,
+                            calibration=str(images_dir) if calibrated else None)
+    (artifact,) = export(source, resolve_targets(target), options, tmp_path).artifacts
+    return artifact
+
+
 def assert_int8_verifies(artifact, images_dir, below_class_floor_db: float | None = None):
     """verify on the photos against the fp32 model, judged by the int8 class (cosine >= 0.99, SQNR >= 20 dB,
     max abs <= 1, top-1 >= 0.6). ``below_class_floor_db``: a mode measured below the class on
@@ -58,11 +104,9 @@ def assert_int8_verifies(artifact, images_dir, below_class_floor_db: float | Non
 
 
 @pytest.mark.parametrize("mode,calibrated", [("int8-dynamic", False), ("int8", True)])
-def test_onnx_int8_exports_and_passes_verify_on_the_images(calibrated_source, images_dir, fp32_sizes, tmp_path,
-                                                           mode, calibrated):
-    options = ExportOptions(resolution=(224, 224), quantize=mode, calibration_samples=SAMPLES,
-                            calibration=str(images_dir) if calibrated else None)
-    (artifact,) = export(calibrated_source, resolve_targets("onnx"), options, tmp_path).artifacts
+def test_onnx_int8_exports_and_passes_verify_on_the_images(calibrated_source, images_dir, fp32_sizes, int8_dynamic_224,
+                                                           tmp_path, mode, calibrated):
+    artifact = exported_int8(calibrated_source, "onnx", mode, calibrated, images_dir, int8_dynamic_224, tmp_path)
     assert artifact.path.name == f"shvit_s1_224x224_{mode}.onnx"
     manifest = read_manifest(artifact.manifest)
     expected = (expected_quantization("onnx", mode, images_dir, SAMPLES) if calibrated
@@ -77,10 +121,10 @@ def test_onnx_int8_exports_and_passes_verify_on_the_images(calibrated_source, im
 
 @pytest.mark.parametrize("mode,calibrated,max_size_ratio", [("int8", True, 0.35), ("int8-dynamic", False, 0.7)])
 def test_executorch_int8_is_one_xnnpack_partition_and_passes_verify(calibrated_source, images_dir, fp32_sizes,
-                                                                    tmp_path, mode, calibrated, max_size_ratio):
-    options = ExportOptions(resolution=(224, 224), quantize=mode, calibration_samples=SAMPLES,
-                            calibration=str(images_dir) if calibrated else None)
-    (artifact,) = export(calibrated_source, resolve_targets("executorch"), options, tmp_path).artifacts
+                                                                    int8_dynamic_224, tmp_path, mode, calibrated,
+                                                                    max_size_ratio):
+    artifact = exported_int8(calibrated_source, "executorch", mode, calibrated, images_dir, int8_dynamic_224,
+                             tmp_path)
     assert artifact.path.name == f"shvit_s1_224x224_{mode}.pte"
     manifest = read_manifest(artifact.manifest)
     assert manifest.quantization == (expected_quantization("executorch", mode, images_dir, SAMPLES)
@@ -94,14 +138,19 @@ def test_executorch_int8_is_one_xnnpack_partition_and_passes_verify(calibrated_s
 
 
 @pytest.mark.parametrize("target,mode", [("onnx", "int8-dynamic"), ("executorch", "int8-dynamic")])
-def test_keep_float_leaves_the_named_layers_in_float(s1_source, tmp_path, target, mode):
+def test_keep_float_leaves_the_named_layers_in_float(calibrated_source, int8_dynamic_224, tmp_path, target, mode):
     """The head (384 x 1000) kept in float costs its fp32 weights in the file: 1.5 MB instead of 0.4 MB of int8
-    and its scales (what a backend stores beside int8 weights varies, hence the margin)."""
+    and its scales (what a backend stores beside int8 weights varies, hence the margin). At 224, where the
+    export without --keep-float is :func:`int8_dynamic_224`'s (the weights, not the resolution, make the size)."""
     sizes = {}
     for keep in ((), ("head",)):
-        options = ExportOptions(resolution=(64, 64), quantize=mode, keep_float=keep,
-                                calibration="random" if mode == "int8" else None, calibration_samples=2)
-        (artifact,) = export(s1_source, resolve_targets(target), options, tmp_path / str(len(keep))).artifacts
+        if not keep and mode == "int8-dynamic":
+            artifact = int8_dynamic_224(target)
+        else:
+            options = ExportOptions(resolution=(224, 224), quantize=mode, keep_float=keep,
+                                    calibration="random" if mode == "int8" else None, calibration_samples=SAMPLES)
+            (artifact,) = export(calibrated_source, resolve_targets(target), options,
+                                 tmp_path / str(len(keep))).artifacts
         assert read_manifest(artifact.manifest).quantization.keep_float == keep
         sizes[keep] = artifact.size_bytes
     head_fp32, head_int8 = 384 * 1000 * 4, 384 * 1000

@@ -1,6 +1,7 @@
 """Quantized TFLite export (ai-edge-quantizer on the converted model) and what verify says it cost against the
 fp32 PyTorch model: S1 from ``shvit_s1_calibrated`` (it reacts to the photos) at 224, judged on the five fixture
-images. The op-mapping check runs on the official fixture's fp32 artifact (names only)."""
+images. The op-mapping check runs on the fp32 artifact (names only: it reads them with the official fixture's
+deploy model)."""
 
 from __future__ import annotations
 
