@@ -106,10 +106,7 @@ def _work(request: dict, status: _Status) -> None:
     backend = get_backend(manifest.target)
     _unquiet(sys.modules[type(backend).__module__])
     status.stage("importing the runtime")
-    import importlib
-
-    for module in backend.runtime_modules:
-        importlib.import_module(module)
+    backend.import_runtime()
     path = Path(request["artifact"])
     if backend.has_structural_check:
         status.stage("running the structural check")

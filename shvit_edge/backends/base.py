@@ -99,6 +99,9 @@ class Backend:
     libraries: ClassVar[tuple[str, ...]] = ()
     #: the modules ``load`` imports (the runtime itself), so a benchmark can import them before timing a load
     runtime_modules: ClassVar[tuple[str, ...]] = ()
+    #: modules importing the runtime would pull in that running an artifact never needs (a converter's
+    #: frontends): a worker process that only loads and runs artifacts keeps them out (:meth:`import_runtime`)
+    runtime_unneeded: ClassVar[tuple[str, ...]] = ()
     #: the modules its extra installs: the backend is available when all of them can be imported
     requires: ClassVar[tuple[str, ...]] = ()
     #: the target profile (``targets/*.toml``) the backend's name stands for on the command line
@@ -136,6 +139,16 @@ class Backend:
         """Whether its extra is installed: every module of :attr:`requires` (default: of
         :attr:`runtime_modules`) can be found."""
         return modules_available(*(self.requires or self.runtime_modules))
+
+    def import_runtime(self) -> None:
+        """Import :attr:`runtime_modules` in a process that only loads and runs artifacts (a verify, bench or
+        harness worker), keeping out the :attr:`runtime_unneeded` modules it has not imported yet."""
+        import sys
+
+        for module in self.runtime_unneeded:
+            sys.modules.setdefault(module, None)  # ``import module`` now raises ImportError: "not installed"
+        for module in self.runtime_modules:
+            importlib.import_module(module)
 
     def check(self, profile, common, options) -> None:
         """Raise a :class:`~shvit_edge.errors.UsageError` for options this backend cannot export for ``profile``

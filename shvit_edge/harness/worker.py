@@ -32,8 +32,6 @@ def _thermal() -> str | None:
 
 
 def run(spec: dict) -> dict:
-    import importlib
-
     import numpy as np
 
     from .._process import peak_rss_mb
@@ -46,8 +44,7 @@ def run(spec: dict) -> dict:
     manifest = read_manifest(manifest_path(artifact))
     ensure_registered(spec.get("backend"))
     backend = get_backend(manifest.target)
-    for module in backend.runtime_modules:
-        importlib.import_module(module)
+    backend.import_runtime()
     x = np.load(spec["inputs"])
     chunks = [chunk for chunk, _ in batches(x, manifest)]
     result = {"thermal_before": _thermal()}

@@ -77,6 +77,10 @@ class CoreMLBackend(Backend):
     extra = "coreml"
     libraries = ("coremltools",)
     runtime_modules = RUNTIME_MODULES
+    #: coremltools' __init__ imports every converter frontend it finds (torch, ExecuTorch's exir, torchao,
+    #: scikit-learn ...): 13 s of a 14 s import here; loading and running a package needs none of them (1.4 s)
+    runtime_unneeded = ("torch", "torchao", "executorch", "sklearn", "transformers", "tensorflow", "xgboost",
+                        "libsvm")
     requires = ("coremltools",)
     default_profile = "iphone12-ios16"
     quantization_modes = (QuantMode("int8-weights", "int8"), QuantMode("palettize-6", "int8"),
