@@ -59,7 +59,7 @@ HEAVY_MODULES = {
     "test_export.py": 800, "test_coreml_sim.py": 360, "test_quantize_coreml.py": 340, "test_quantize.py": 330,
     "test_verify_hardening.py": 250, "test_sensitivity.py": 145, "test_backend_registry.py": 130,
     "test_harness_loop.py": 120, "test_promises_export.py": 110, "test_coreml_preprocessing.py": 110,
-    "test_quantize_tflite.py": 110, "test_base_install.py": 55, "test_device.py": 40,
+    "test_quantize_tflite.py": 110, "test_base_install.py": 55, "test_device.py": 40, "test_efficientvit.py": 200,
 }
 
 

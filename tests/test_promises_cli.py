@@ -146,8 +146,8 @@ def test_variants_agree_with_the_paper_and_an_independent_parameter_count():
     parameters, a count with plain torch of the fused model's tensors."""
     result = _cli("variants", "--json")
     assert result.exit_code == 0, result.output
-    rows = {r["variant"]: r for r in json.loads(result.stdout)["variants"]}
-    assert list(rows) == list(PAPER)
+    rows = {r["variant"]: r for r in json.loads(result.stdout)["variants"] if r["family"] == "shvit"}
+    assert list(rows) == list(PAPER)  # EfficientViT's rows: tests/test_efficientvit.py
     for name, (resolution, params_m, macs_m) in PAPER.items():
         row = rows[name]
         assert row["resolution"] == resolution

@@ -59,6 +59,11 @@ class ShvitFamily(ModelFamily):
         return reparameterize(model, input_std=input_std)
 
     def detect_layout(self, state: Mapping[str, object]) -> str | None:
+        """The authors' (``blocks1..3``) or timm's (``stages.N``) layout; EfficientViT's state dicts share those
+        prefixes, and its cascaded group attention (``.attn.qkvs.``, ``attention_biases``) is never SHViT's, so
+        the answer does not depend on which family is asked first."""
+        if any(".attn.qkvs." in k or k.endswith("attention_biases") for k in state):
+            return None
         if any(re.match(r"blocks[123]\.", k) for k in state):
             return "official"
         if any(k.startswith("stages.") for k in state):
