@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .shvit import FFN, ConvNorm, NormLinear, PatchMerging, Residual, fuse_modules
+from .shvit import FFN, ConvNorm, NormLinear, PatchMerging, PooledHeads, Residual, fuse_modules
 
 
 def bias_index(h: int, w: int, table: int) -> torch.Tensor:
@@ -223,7 +223,7 @@ class EfficientViTBlock(nn.Module):
         return self.ffn1(self.dw1(self.mixer(self.ffn0(self.dw0(x)))))
 
 
-class EfficientViT(nn.Module):
+class EfficientViT(PooledHeads, nn.Module):
     """The EfficientViT-M classifier: a 16x16 patch embedding of four stride-2 3x3 Conv-BNs, three stages
     (stages 2 and 3 begin with a subsample block), global average pooling, a BN-Linear head.
 
@@ -276,30 +276,7 @@ class EfficientViT(nn.Module):
         return self.blocks3(self.blocks2(self.blocks1(self.patch_embed(x))))
 
     def forward(self, x: torch.Tensor):
-        # keepdim then flatten: adaptive_avg_pool2d(x, 1)'s values, as a mean that XNNPACK delegates
-        x = self.forward_features(x).mean((2, 3), keepdim=True).flatten(1)
-        if not self.distillation:
-            return self.head(x)
-        out, out_dist = self.head(x), self.head_dist(x)
-        if self.training:
-            return out, out_dist
-        return (out + out_dist) / 2
-
-    @torch.no_grad()
-    def fuse(self) -> "EfficientViT":
-        """Fold the heads (two fused heads average into one Linear exactly); the caller's walk fuses the rest."""
-        if isinstance(self.head, NormLinear):
-            self.head = self.head.fuse()
-        if self.distillation:
-            dist = self.head_dist.fuse() if isinstance(self.head_dist, NormLinear) else self.head_dist
-            merged = nn.Linear(self.head.in_features, self.head.out_features,
-                               device=self.head.weight.device, dtype=self.head.weight.dtype)
-            merged.weight.copy_((self.head.weight + dist.weight) / 2)
-            merged.bias.copy_((self.head.bias + dist.bias) / 2)
-            self.head = merged
-            del self.head_dist
-            self.distillation = False
-        return self
+        return self.classify(self.forward_features(x))  # adaptive_avg_pool2d(x, 1)'s values, as a mean
 
 
 _NORMS = (nn.modules.batchnorm._BatchNorm,)

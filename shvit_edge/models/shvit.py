@@ -260,7 +260,39 @@ class Stage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
-class SHViT(nn.Module):
+class PooledHeads:
+    """The classifier end SHViT and EfficientViT share (DeiT-style): global average pooling, then ``head`` and,
+    with ``distillation``, ``head_dist``, whose outputs average in eval mode. A mixin of methods only, so the
+    models' state dict keys stay their authors'."""
+
+    def classify(self, features: torch.Tensor):
+        # keepdim then flatten: the same values, and a global average pool that XNNPACK delegates
+        x = features.mean((2, 3), keepdim=True).flatten(1)
+        if not self.distillation:
+            return self.head(x)
+        out, out_dist = self.head(x), self.head_dist(x)
+        if self.training:
+            return out, out_dist
+        return (out + out_dist) / 2
+
+    @torch.no_grad()
+    def fuse(self):
+        """Fold the heads; the caller's walk fuses the rest. Two fused heads average into one Linear exactly."""
+        if isinstance(self.head, NormLinear):
+            self.head = self.head.fuse()
+        if self.distillation:
+            dist = self.head_dist.fuse() if isinstance(self.head_dist, NormLinear) else self.head_dist
+            merged = nn.Linear(self.head.in_features, self.head.out_features,
+                               device=self.head.weight.device, dtype=self.head.weight.dtype)
+            merged.weight.copy_((self.head.weight + dist.weight) / 2)
+            merged.bias.copy_((self.head.bias + dist.bias) / 2)
+            self.head = merged
+            del self.head_dist
+            self.distillation = False
+        return self
+
+
+class SHViT(PooledHeads, nn.Module):
     """The SHViT classifier: 16x16 patchify stem of four stride-2 3x3 ConvNorms, three stages, BN-Linear head.
 
     With ``distillation=True`` a second head (``head_dist``) is trained; in eval mode the two heads' outputs
@@ -296,30 +328,7 @@ class SHViT(nn.Module):
         return self.stages(self.patch_embed(x))
 
     def forward(self, x: torch.Tensor):
-        # keepdim then flatten: the same values, and a global average pool that XNNPACK delegates
-        x = self.forward_features(x).mean((2, 3), keepdim=True).flatten(1)
-        if not self.distillation:
-            return self.head(x)
-        out, out_dist = self.head(x), self.head_dist(x)
-        if self.training:
-            return out, out_dist
-        return (out + out_dist) / 2
-
-    @torch.no_grad()
-    def fuse(self) -> "SHViT":
-        """Fold the heads; the caller's walk fuses the rest. Two fused heads average into one Linear exactly."""
-        if isinstance(self.head, NormLinear):
-            self.head = self.head.fuse()
-        if self.distillation:
-            dist = self.head_dist.fuse() if isinstance(self.head_dist, NormLinear) else self.head_dist
-            merged = nn.Linear(self.head.in_features, self.head.out_features,
-                               device=self.head.weight.device, dtype=self.head.weight.dtype)
-            merged.weight.copy_((self.head.weight + dist.weight) / 2)
-            merged.bias.copy_((self.head.bias + dist.bias) / 2)
-            self.head = merged
-            del self.head_dist
-            self.distillation = False
-        return self
+        return self.classify(self.forward_features(x))
 
 
 def fuse_modules(module: nn.Module) -> nn.Module:
