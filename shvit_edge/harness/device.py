@@ -199,8 +199,11 @@ def run_on_android(bundle_path, result_out: Path, options: DeviceRunOptions,
                     raise CheckFailed(f"pulling {device_result} from {device.serial} failed: "
                                       f"{_last_line(done.stderr or done.stdout)}")
                 data = local.read_bytes()
-        finally:
-            _adb(adb, [*serial, "shell", "rm", "-rf", remote], options.step_timeout, "removing the pushed bundle")
+        finally:  # a cleanup that fails must not hide why the run ended
+            try:
+                _adb(adb, [*serial, "shell", "rm", "-rf", remote], options.step_timeout, "removing the pushed bundle")
+            except CheckFailed as exc:
+                progress(f"could not remove {remote} from {device.serial}: {exc}")
     try:  # an app that writes what the schema refuses failed its run
         doc = load_json(data, f"the result pulled from {device.serial}")
         validate(doc, "result", f"the result pulled from {device.serial}")
