@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .shvit import FFN, ConvNorm, NormLinear, PatchMerging, PooledHeads, Residual, fuse_modules
+from .shvit import FFN, ConvNorm, NormLinear, PatchMerging, PooledHeads, Residual, fuse_modules, patchify_stem
 
 
 def bias_index(h: int, w: int, table: int) -> torch.Tensor:
@@ -240,12 +240,7 @@ class EfficientViT(PooledHeads, nn.Module):
         if num_classes < 1:
             raise ValueError("num_classes must be at least 1")
         e0 = embed_dim[0]
-        self.patch_embed = nn.Sequential(
-            ConvNorm(in_chans, e0 // 8, 3, 2, 1), nn.ReLU(),
-            ConvNorm(e0 // 8, e0 // 4, 3, 2, 1), nn.ReLU(),
-            ConvNorm(e0 // 4, e0 // 2, 3, 2, 1), nn.ReLU(),
-            ConvNorm(e0 // 2, e0, 3, 2, 1),
-        )
+        self.patch_embed = patchify_stem(in_chans, e0)
         resolution = img_size // patch_size
         blocks: list[list[nn.Module]] = [[], [], []]
         n = len(embed_dim)

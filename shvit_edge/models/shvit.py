@@ -260,6 +260,17 @@ class Stage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
+def patchify_stem(in_chans: int, dim: int) -> nn.Sequential:
+    """The 16x16 patchify stem SHViT and EfficientViT share: four stride-2 3x3 ConvNorms (to dim/8, /4, /2, dim)
+    with ReLUs between (keys ``0``, ``2``, ``4``, ``6``, as in both authors' code)."""
+    return nn.Sequential(
+        ConvNorm(in_chans, dim // 8, 3, 2, 1), nn.ReLU(),
+        ConvNorm(dim // 8, dim // 4, 3, 2, 1), nn.ReLU(),
+        ConvNorm(dim // 4, dim // 2, 3, 2, 1), nn.ReLU(),
+        ConvNorm(dim // 2, dim, 3, 2, 1),
+    )
+
+
 class PooledHeads:
     """The classifier end SHViT and EfficientViT share (DeiT-style): global average pooling, then ``head`` and,
     with ``distillation``, ``head_dist``, whose outputs average in eval mode. A mixin of methods only, so the
@@ -306,12 +317,7 @@ class SHViT(PooledHeads, nn.Module):
         if num_classes < 1:
             raise ValueError("num_classes must be at least 1")
         e0 = embed_dim[0]
-        self.patch_embed = nn.Sequential(
-            ConvNorm(in_chans, e0 // 8, 3, 2, 1), nn.ReLU(),
-            ConvNorm(e0 // 8, e0 // 4, 3, 2, 1), nn.ReLU(),
-            ConvNorm(e0 // 4, e0 // 2, 3, 2, 1), nn.ReLU(),
-            ConvNorm(e0 // 2, e0, 3, 2, 1),
-        )
+        self.patch_embed = patchify_stem(in_chans, e0)
         stages, prev = [], e0
         for dim, d, pd, qk, t in zip(embed_dim, depth, partial_dim, qk_dim, types, strict=True):
             stages.append(Stage(prev, dim, qk, pd, t, d))
