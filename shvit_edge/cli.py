@@ -91,8 +91,8 @@ def checkpoint_options(func):
     func = click.option("--ema", "use_ema", is_flag=True,
                         help="Use the EMA weights (model_ema) of a training checkpoint.")(func)
     func = click.option("--variant", default=None, metavar="NAME",
-                        help="The variant you expect (shvit_s1..shvit_s4); detected from the shapes if omitted, "
-                             "an error if the checkpoint disagrees.")(func)
+                        help="The variant you expect (`shvit-edge variants` lists them: shvit_s1, efficientvit_m0, "
+                             "...); detected from the checkpoint if omitted, an error if it disagrees.")(func)
     return func
 
 
@@ -184,7 +184,8 @@ def inspect(checkpoint: str, variant: str | None, use_ema: bool, trust_checkpoin
 @click.option("--checkpoint", default=None, metavar="FILE", help="The trained checkpoint to export.")
 @checkpoint_options
 @click.option("--resolution", default=None, metavar="N|HxW",
-              help="Input size (default: the variant's, 224; S4 256). Multiples of 16, at least 64.")
+              help="Input size (default: the variant's, as `shvit-edge variants` lists it: 224, SHViT-S4 256). "
+                   "Multiples of 16, at least 64, and whatever more the model family requires.")
 @click.option("--batch", default=1, show_default=True, type=BATCH.click(), help="Batch size baked into the artifact.")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts.")

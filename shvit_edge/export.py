@@ -221,14 +221,16 @@ def artifact_name(variant: str, profile: TargetProfile, options: ExportOptions, 
     return "_".join(parts) + suffix
 
 
-def check_options(profiles: list[TargetProfile], options: ExportOptions) -> None:
+def check_options(profiles: list[TargetProfile], options: ExportOptions, source: ModelSource | None = None) -> None:
     """Every usage error of ``options`` for ``profiles``, raised before anything is converted: the common
-    options, then each requested target's backend checks its own (and none is set for a backend that is not
-    among the targets)."""
+    options (and, given the ``source``, whether its model family takes the resolution), then each requested
+    target's backend checks its own (and none is set for a backend that is not among the targets)."""
     BATCH.check("--batch", options.batch)
     from .models.variants import parse_resolution
 
     parse_resolution(options.resolution)
+    if source is not None:
+        source.family.check_resolution(source.variant, options.resolution)
     requested = {p.backend for p in profiles}
     for name in options.backend_options:
         get_backend(name)  # an unknown backend's options
@@ -289,7 +291,7 @@ def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOp
     each finished artifact stays and failures are collected in the report. ``jobs`` > 1 exports several
     targets at once, each in a worker process (see :func:`_export_parallel`)."""
     progress = progress or (lambda message: None)
-    check_options(profiles, options)
+    check_options(profiles, options, source)
     for profile in profiles:  # a missing extra, before the first conversion
         require(profile.backend)
     if options.keep_float:

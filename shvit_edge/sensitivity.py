@@ -204,7 +204,7 @@ def report(source, profile, options, images: str | None, samples: int, keep: int
     mode = options.quantize
     if mode is None:
         raise UsageError("quantize-report needs --quantize MODE")
-    check_options([profile], options)
+    check_options([profile], options, source)
     if mode not in SIMULATED:
         raise UsageError(f"quantize-report does not simulate --quantize {mode} (it does: {', '.join(SIMULATED)})")
     if keep < 1:

@@ -60,6 +60,7 @@ HEAVY_MODULES = {
     "test_verify_hardening.py": 250, "test_sensitivity.py": 145, "test_backend_registry.py": 130,
     "test_harness_loop.py": 120, "test_promises_export.py": 110, "test_coreml_preprocessing.py": 110,
     "test_quantize_tflite.py": 110, "test_base_install.py": 55, "test_device.py": 40, "test_efficientvit.py": 200,
+    "test_sepvit.py": 200, "test_mobilevitv2.py": 200, "test_family_pipeline.py": 150,
 }
 
 
@@ -405,31 +406,9 @@ def reference_io():
             torch.from_numpy(np.load(fixture_path("shvit_s1_official.logits.npy"))))
 
 
-@torch.no_grad()
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Trained-like weights, so no residual branch is zero and fusion is really exercised.
+    """Trained-like weights (:func:`shvit_edge.models.weights.trained_like`), so no residual branch is zero and
+    fusion is really exercised."""
+    from shvit_edge.models.weights import trained_like
 
-    Every weight is random with fan-in scaling and every norm's affine is random; BatchNorm running
-    statistics are first measured on random inputs (as training would leave them, so activations stay
-    bounded through the residual stack) and then perturbed, so they never match a batch exactly.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        if p.ndim > 1:
-            p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
-        elif name.endswith("weight"):  # norm scales
-            p.copy_(0.5 + torch.rand(p.shape, generator=gen))
-        else:
-            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    for _ in range(2):
-        model(torch.randn(8, 3, 128, 128, generator=gen))
-    for m in norms:
-        m.momentum = 0.1
-        m.running_var.mul_(0.8 + 0.4 * torch.rand(m.running_var.shape, generator=gen))
-        m.running_mean.add_(0.1 * torch.randn(m.running_mean.shape, generator=gen) * m.running_var.sqrt())
-    return model.eval()
+    return trained_like(model, seed)

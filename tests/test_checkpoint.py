@@ -275,7 +275,7 @@ def _case_no_state_dict(tmp_path, official_pth, timm_safetensors):
 
 def _case_not_shvit(tmp_path, official_pth, timm_safetensors):
     return _saved(tmp_path, {"fc.weight": torch.zeros(2, 2)}), {}, \
-        r"not a state dict of any known model family.*SHViT: blocks1\.\.3.*fc\.weight"
+        r"not a state dict of any known model family.*SHViT: mixer\.m\.pre_norm with blocks1\.\.3.*fc\.weight"
 
 
 def _case_wrong_variant(tmp_path, official_pth, timm_safetensors):

@@ -60,6 +60,10 @@ class ModelFamily:
         """The side of the square input the variant is trained and evaluated at."""
         return 224
 
+    def check_resolution(self, variant: str, resolution: tuple[int, int]) -> None:
+        """Raise a :class:`~shvit_edge.errors.UsageError` naming the rule if the variant cannot take an (H, W)
+        input (``parse_resolution`` has already checked the common rule: sides a multiple of 16, in bounds)."""
+
     def preprocessing(self, variant: str) -> tuple[tuple[float, ...], tuple[float, ...], float]:
         """(mean, std, crop_pct) of the variant's evaluation preprocessing."""
         return self.mean, self.std, self.crop_pct

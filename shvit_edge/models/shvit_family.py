@@ -22,7 +22,7 @@ class ShvitFamily(ModelFamily):
     #: timm's evaluation crop for SHViT: resize the shorter side to size / 0.875, centre-crop to size
     crop_pct = 0.875
     layouts = ("timm", "official")
-    layout_hint = "blocks1..3.* or stages.N.*"
+    layout_hint = "mixer.m.pre_norm with blocks1..3.* or stages.N.*"
     table_columns = ("embed_dim", "depth", "partial_dim")
 
     def variants(self):
@@ -59,10 +59,11 @@ class ShvitFamily(ModelFamily):
         return reparameterize(model, input_std=input_std)
 
     def detect_layout(self, state: Mapping[str, object]) -> str | None:
-        """The authors' (``blocks1..3``) or timm's (``stages.N``) layout; EfficientViT's state dicts share those
-        prefixes, and its cascaded group attention (``.attn.qkvs.``, ``attention_biases``) is never SHViT's, so
-        the answer does not depend on which family is asked first."""
-        if any(".attn.qkvs." in k or k.endswith("attention_biases") for k in state):
+        """The authors' (``blocks1..3``) or timm's (``stages.N``) layout, for a state dict with SHViT's own
+        single-head attention (its ``mixer.m.pre_norm``, in every variant's later stages). Other families share
+        the prefixes (EfficientViT both, MobileViTv2 timm's ``stages.N``), so the check is positive: what is not
+        recognisably SHViT's is not claimed, whichever family is asked first."""
+        if not any(".mixer.m.pre_norm." in k for k in state):
             return None
         if any(re.match(r"blocks[123]\.", k) for k in state):
             return "official"
