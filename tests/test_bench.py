@@ -186,6 +186,26 @@ def test_without_a_baseline_there_is_no_ratio(artifacts):
     assert row["ratio_to_eager"] is None and doc["machine"]["fp32_gemm_peak_gflops"] is None
 
 
+def test_a_non_resident_run_loads_each_worker_once_a_round_and_times_the_same(artifacts):
+    """``resident=False`` (benchmarks/compare.py): each worker is started and stopped within each round, so at
+    most one is alive at a time; every candidate still gets exactly the iterations asked, and its ratio."""
+    from shvit_edge.bench import BenchOptions, bench
+
+    _, paths = artifacts
+    loads = []
+    report = bench([paths["onnx"], paths["tflite"]], BenchOptions(iterations=5, rounds=2, warmup=1, resident=False),
+                   progress=lambda what, done, total: loads.append(what))
+    doc = report.as_json()
+    assert doc["failures"] == []
+    assert sorted(r["target"] for r in doc["results"]) == ["onnx", "tflite"]
+    for row in [*doc["results"], *doc["baselines"]]:
+        assert row["iterations"] == 5 and row["peak_rss_mb"] > 0 and row["load_ms"] > 0
+    assert all(r["ratio_to_eager"] > 0 for r in doc["results"])
+    assert doc["machine"]["fp32_gemm_peak_gflops"] > 0
+    assert sum(what.startswith("round ") for what in loads) == 2 * 3  # 3 candidates, 2 rounds
+    assert not any(what.startswith("loading") for what in loads)
+
+
 @pytest.mark.parametrize("iterations,rounds", [(7, 2), (3, 5), (50, 5)])
 def test_iterations_add_up_to_what_was_asked(iterations, rounds):
     from shvit_edge.bench import BenchOptions

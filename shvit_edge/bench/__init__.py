@@ -47,6 +47,11 @@ class BenchOptions:
     seconds: float | None = None
     rounds: int = 5
     baseline: bool = True
+    #: every worker stays loaded for the whole run (True), or each is started, timed and stopped within each
+    #: round (False): for many candidates (benchmarks/compare.py's dozens of models) whose resident workers
+    #: would not fit in memory together. Rounds still alternate; loading and warm-up repeat each round untimed
+    #: (``load_ms`` and ``first_inference_ms`` are the first round's, ``peak_rss_mb`` the largest)
+    resident: bool = True
 
     def round_request(self, round_: int) -> dict | None:
         """What a worker is asked for in round ``round_`` (None: nothing this round). Iterations are split so
@@ -290,6 +295,30 @@ class _Worker:
                 stream.close()
 
 
+def _load(candidate: Candidate) -> bool:
+    """Start ``candidate``'s worker and wait until it has loaded and warmed up; False (and ``error`` set) if it
+    could not. The first load's ``ready`` facts are kept (a non-resident run loads every round)."""
+    _Worker.start(candidate)
+    try:
+        reply = _Worker.receive(candidate)
+    except RuntimeError as exc:
+        candidate.error = str(exc)
+        return False
+    if "error" in reply:
+        candidate.error = reply["error"]
+        return False
+    candidate.ready = candidate.ready or reply["ready"]
+    return True
+
+
+def _finish(candidate: Candidate) -> None:
+    """Ask the worker for its peak memory (the largest over its loads is kept) and stop it."""
+    rss = _Worker.ask(candidate, {"done": True})["peak_rss_mb"]
+    candidate.peak_rss_mb = max(candidate.peak_rss_mb or 0.0, rss)
+    _Worker.stop(candidate)
+    candidate.process = None
+
+
 def _summary(candidate: Candidate, baseline_p50: float | None, threads: int, peak: float | None) -> dict:
     import numpy as np
 
@@ -378,20 +407,11 @@ def bench(paths, options: BenchOptions, progress: Progress | None = None) -> Ben
         raise UsageError("nothing to benchmark here: " + "; ".join(f"{s['artifact']}: {s['reason']}"
                                                                   for s in skipped))
     try:
-        for i, candidate in enumerate(candidates):  # one at a time, so load times do not compete
-            if candidate.error is not None:  # refused while planning
-                continue
-            progress(f"loading {_short(candidate)}", i, len(candidates))
-            _Worker.start(candidate)
-            try:
-                reply = _Worker.receive(candidate)
-            except RuntimeError as exc:
-                candidate.error = str(exc)
-                continue
-            if "error" in reply:
-                candidate.error = reply["error"]
-            else:
-                candidate.ready = reply["ready"]
+        if options.resident:
+            for i, candidate in enumerate(candidates):  # one at a time, so load times do not compete
+                if candidate.error is None:  # else refused while planning
+                    progress(f"loading {_short(candidate)}", i, len(candidates))
+                    _load(candidate)
         live = [c for c in candidates if c.error is None]
         # the machine's fp32 GEMM rate, measured by a baseline worker (same CPUs and threads) in every round
         gemm_worker = next((c for c in live if c.target == "pytorch"), None)
@@ -403,23 +423,25 @@ def bench(paths, options: BenchOptions, progress: Progress | None = None) -> Ben
                     continue
                 progress(f"round {round_ + 1}/{options.rounds}: {_short(candidate)}", round_ * len(live) + i,
                          options.rounds * len(live))
+                if not options.resident and not _load(candidate):
+                    continue
                 try:
                     reply = _Worker.ask(candidate, request)
+                    candidate.latencies.extend(reply["latencies_ms"])
+                    candidate.cpu_seconds += reply["cpu_seconds"]
+                    candidate.wall_seconds += reply["wall_seconds"]
+                    if candidate is gemm_worker:  # the GEMM peak, once a round: the best counts
+                        peak = max(peak or 0.0, _Worker.ask(candidate, {"gemm": GEMM_SIZE})["gflops"])
+                    if not options.resident:
+                        _finish(candidate)
                 except (RuntimeError, OSError) as exc:
                     candidate.error = str(exc)
-                    continue
-                candidate.latencies.extend(reply["latencies_ms"])
-                candidate.cpu_seconds += reply["cpu_seconds"]
-                candidate.wall_seconds += reply["wall_seconds"]
-                if candidate is gemm_worker:  # the GEMM peak, once a round: the best counts
-                    peak = max(peak or 0.0, _Worker.ask(candidate, {"gemm": GEMM_SIZE})["gflops"])
         for candidate in live:
-            if candidate.error is not None:
-                continue
-            try:
-                candidate.peak_rss_mb = _Worker.ask(candidate, {"done": True})["peak_rss_mb"]
-            except (RuntimeError, OSError) as exc:
-                candidate.error = str(exc)
+            if options.resident and candidate.error is None:
+                try:
+                    _finish(candidate)
+                except (RuntimeError, OSError) as exc:
+                    candidate.error = str(exc)
     finally:
         for candidate in candidates:
             _Worker.stop(candidate)
