@@ -358,12 +358,7 @@ def reparameterize(model: MobileViTv2, input_std: Sequence[float] | None = None)
         raise CheckFailed(f"reparameterization left {len(leftover)} norm layer(s) unfused: "
                           f"{', '.join(leftover[:5])}{' ...' if len(leftover) > 5 else ''}")
     if input_std is not None:
-        with torch.no_grad():
-            first = next((m for m in fused.modules() if isinstance(m, nn.Conv2d)), None)
-            if first is None or first.groups != 1:
-                raise ValueError("no dense first conv to fold the input std into")
-            std = torch.as_tensor(list(input_std), dtype=first.weight.dtype, device=first.weight.device)
-            if std.numel() != first.in_channels or bool((std <= 0).any()):
-                raise ValueError(f"input_std needs {first.in_channels} positive values, got {list(input_std)}")
-            first.weight.div_(std[None, :, None, None])
+        from .reparam import fold_input_std
+
+        fold_input_std(fused, input_std)
     return fused

@@ -36,12 +36,14 @@ def reparameterize(model: SHViT, input_std: Sequence[float] | None = None) -> SH
         raise CheckFailed(f"reparameterization left {len(leftover)} BatchNorm layer(s) unfused: "
                           f"{', '.join(leftover[:5])}{' ...' if len(leftover) > 5 else ''}")
     if input_std is not None:
-        _fold_input_std(fused, input_std)
+        fold_input_std(fused, input_std)
     return fused
 
 
 @torch.no_grad()
-def _fold_input_std(model: nn.Module, std: Sequence[float]) -> None:
+def fold_input_std(model: nn.Module, std: Sequence[float]) -> None:
+    """Divide the first conv's weights by ``std`` per input channel (exact: its zero padding is zero in both
+    spaces), for inputs that subtract only the mean; every family's deploy form folds ``input_std`` with it."""
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if first is None or first.groups != 1:
         raise ValueError("no dense first conv to fold the input std into")
