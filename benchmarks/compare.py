@@ -4,11 +4,12 @@ measured on this machine.
 For each registered variant (all families, or ``--variants``) at its default resolution, exports ONNX,
 ExecuTorch (XNNPACK) and LiteRT artifacts at batch 1 (latency) and batch 16 (the papers' CPU throughput
 protocol), from a trained-like checkpoint written here (``models.weights.trained_like``: random fan-in scaled
-weights and norms, BatchNorm statistics measured on random inputs; latency does not depend on the weights, but
-parity needs outputs that depend on the input, which freshly initialised weights barely give: untrained
-EfficientViT-M2 in fp16 Core ML returns one output for every input). Batch 1 is also exported for Core ML, and every
-batch-1 artifact is verified (``verify``, coreml-sim for Core ML) and its ExecuTorch delegation recorded: the
-record that every variant of every family converts to all four targets. Then it times them all and each variant's fused
+weights and norms, the residual branches' last norms small, BatchNorm statistics measured on random inputs;
+latency does not depend on the weights, but parity needs outputs that depend on the input, which freshly
+initialised weights barely give: untrained EfficientViT-M2 in fp16 Core ML returns one output for every input).
+Batch 1 is also exported for Core ML, and every batch-1 artifact is verified (``verify``, coreml-sim for Core ML)
+and every .pte's ExecuTorch delegation (both batches) recorded: the record that every variant of every family
+converts to all four targets. Then it times them all and each variant's fused
 PyTorch eager model in ONE ``bench`` run: one thread, rounds alternating between every candidate, so a drift of
 the machine hits all alike. There are too many candidates for their workers to stay loaded together, so the run is
 non-resident (``BenchOptions.resident=False``: each worker is started, warmed up, timed and stopped within each
@@ -105,6 +106,7 @@ def main() -> None:
             doc = time_all(folders, args)
     doc = summarize(doc, variants, exports)
     doc["verify"] = verified
+    doc["delegation"] = delegation(folders)
     doc["command"] = (f"python benchmarks/compare.py --variants {args.variants} --batches {args.batches} "
                       f"--seconds {args.seconds:g} "
                       f"--rounds {args.rounds} --warmup {args.warmup}")
@@ -200,6 +202,23 @@ def verify_all(folders: list[Path], cache: Path | None = None) -> dict:
               + ", ".join(f"{t} {e['status']}" for t, e in record.get(folder.name, {}).items()), flush=True)
         if cache is not None:
             cache.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def delegation(folders: list[Path]) -> dict:
+    """Per variant and batch, how ExecuTorch lowered its .pte (XNNPACK partitions, ops left outside), from the
+    export manifests: batch 16 is not verified (verify takes batch 1's record), but its graph is exported anew."""
+    from shvit_edge.artifacts import find_artifacts
+    from shvit_edge.manifest import manifest_path, read_manifest
+
+    record: dict = {}
+    for folder in folders:
+        for path in find_artifacts([folder]):
+            manifest = read_manifest(manifest_path(path))
+            if manifest.target == "executorch":
+                found = manifest.details.get("delegation", {})
+                record.setdefault(manifest.variant, {})[f"b{manifest.batch}"] = {
+                    k: found.get(k) for k in ("partitions", "ops_outside_total", "ops_outside")}
     return record
 
 

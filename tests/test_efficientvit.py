@@ -317,6 +317,29 @@ def test_shvit_checkpoints_are_still_shvits(tmp_path):
         assert load_checkpoint(tmp_path / f"{layout}.pth").family == "shvit"
 
 
+@torch.no_grad()
+def test_trained_like_weights_leave_the_network_well_conditioned():
+    """``models.weights.trained_like`` (what benchmarks/compare.py exports and verifies) keeps the residual branches'
+    last norms small, as training leaves them. With them at full strength random EfficientViT-M5 is chaotic at 224:
+    float16 moved its logits by 16-26% of their range over three seeds (at 0.1x: 0.3%), so an fp16 Core ML export
+    was another function and no runtime could be held to it."""
+    from shvit_edge.models.weights import BRANCH_GAIN, trained_like
+
+    model = FAMILY.create("efficientvit_m5")
+    zero_init = {n for n, p in model.named_parameters() if n.endswith("bn.weight") and not p.any()}
+    assert len(zero_init) > 20  # dw0, dw1, ffn0/1's pw2 and the attention's proj in every block
+    trained_like(model, seed=0, resolution=224)
+    small = {n for n, p in model.named_parameters() if n.endswith("bn.weight") and p.max() <= 1.5 * BRANCH_GAIN}
+    assert small == zero_init
+    deploy = FAMILY.reparameterize(model)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    y64 = deploy.double()(x.double())
+    y32, y16 = deploy.float()(x).double(), deploy.half()(x.half()).double()
+    assert (y32 - y64).abs().max() < 1e-4 * y64.abs().max()
+    assert (y16 - y64).abs().max() < 1e-2 * y64.abs().max()
+    assert (y64 - y64.mean(0)).std() > 0.5  # and it still reacts to its input
+
+
 def test_the_families_claims_do_not_overlap():
     """Each family's detector refuses the other's state dicts in every layout, so which family checkpoint loading
     asks first does not decide (the built-ins are found in module-name order)."""

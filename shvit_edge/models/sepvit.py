@@ -332,23 +332,12 @@ class LayerNormDeploy(nn.Module):
         return x
 
 
-def batched(const: torch.Tensor, b) -> torch.Tensor:
-    """``const`` (one image's rows along dim 0) repeated for a batch of ``b`` images, image-major. XNNPACK
-    delegates no ``expand``, not even one to the same shape: at batch 1 the constant is used as is (the whole
-    model is then one XNNPACK partition); at a static batch above 1 it is concatenated ``b`` times, a ``cat`` of
-    constants that XNNPACK also leaves outside (one per PSA block); only a symbolic batch (ONNX's dynamic batch)
-    expands."""
-    if isinstance(b, int):
-        return const if b == 1 else torch.cat([const] * b)
-    return const.unsqueeze(0).expand(b, *const.shape).reshape(-1, *const.shape[1:])
-
-
 class SepViTBlockDeploy(nn.Module):
     """The fused SepViT block, the same function in ops every mobile runtime delegates.
 
     Folded: the attention scale into the query rows of ``DSA_qkv`` and ``PSA_qk``; ``norm2``'s affine into
     ``fc1``. The learned window tokens are constants: their ``norm1`` and DSA q/k/v rows are computed once
-    (``token_qkv``, concatenated in front of each window's rows) and so is their shortcut (``token_shortcut``).
+    (``token_qkv``, put in front of each window's rows) and so is their shortcut (``token_shortcut``).
     The LayerNorms are :class:`LayerNormDeploy`; heads are split by channel slices and permutes and the matmuls
     are 3-D ``bmm`` (XNNPACK leaves ``select``, ``split_with_sizes`` and a batched ``@``'s ``expand`` outside).
     """
@@ -394,7 +383,12 @@ class SepViTBlockDeploy(nn.Module):
         wh, ww = window_shape(g, h, w)
         wn, t = g * g, wh * ww
         windows = y.reshape(b, g, wh, g, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b * wn, t, c)
-        out = self._dsa(torch.cat([batched(self.token_qkv, b), self.qkv(windows)], dim=1)).reshape(b, wn, t + 1, c)
+        qkv = self.qkv(windows)  # (B * windows, T, 3C)
+        # the window tokens' rows for every image: a batch of constants made from the batch's own rows (times 0,
+        # plus the constant: exact), since XNNPACK leaves an op on constants alone (a cat repeating them b times)
+        # or any expand outside its partition
+        token_qkv = (qkv[:, :1] * 0.0).reshape(-1, wn, 1, 3 * c) + self.token_qkv
+        out = self._dsa(torch.cat([token_qkv.reshape(-1, 1, 3 * c), qkv], dim=1)).reshape(b, wn, t + 1, c)
         tokens = out[:, :, :1].reshape(b, wn, c) + self.token_shortcut  # 3-D: TFLite takes no 4-D Linear
         feats = out[:, :, 1:] + windows.reshape(b, wn, t, c)
         qk = self.psa_qk(self.token_act(self.token_norm(tokens)))  # (B, windows, 2C)
