@@ -18,12 +18,13 @@ BRANCH_GAIN = 0.1
 
 
 @torch.no_grad()
-def trained_like(model: torch.nn.Module, seed: int = 0, resolution: int = 128) -> torch.nn.Module:
+def trained_like(model: torch.nn.Module, seed: int = 0, resolution: int = 128,
+                 branch_gain: float = BRANCH_GAIN) -> torch.nn.Module:
     """``model`` (changed in place, and returned in eval mode) with trained-like weights, so no residual branch
     is zero and fusion is really exercised.
 
     Every weight is random with fan-in scaling and every norm's affine is random (the last norm of each residual
-    branch, which the model initialises at zero, ``BRANCH_GAIN`` times smaller); BatchNorm running statistics
+    branch, which the model initialises at zero, ``branch_gain`` times smaller); BatchNorm running statistics
     are first measured on random ``resolution`` x ``resolution`` inputs (as training would leave them, so
     activations stay bounded through the residual stack) and then perturbed, so they never match a batch
     exactly."""
@@ -36,7 +37,7 @@ def trained_like(model: torch.nn.Module, seed: int = 0, resolution: int = 128) -
     branch_ends = {n.rsplit(".", 1)[0] for n, p in model.named_parameters()
                    if p.ndim == 1 and n.endswith("weight") and not p.is_meta and not p.any()}
     for name, p in model.named_parameters():
-        gain = BRANCH_GAIN if name.rsplit(".", 1)[0] in branch_ends else 1.0
+        gain = branch_gain if name.rsplit(".", 1)[0] in branch_ends else 1.0
         if p.ndim > 1:
             p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
         elif name.endswith("weight"):  # norm scales
