@@ -409,9 +409,8 @@ def reference_io():
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Trained-like weights (:func:`shvit_edge.models.weights.trained_like`), so no residual branch is zero and
     fusion is really exercised. The residual branches stay at full strength (``branch_gain=1``): the tests'
-    tolerances and int8 expectations were set on SHViT so (at 0.1x its S1/S3 fixtures react less to their input,
-    and Core ML fp16 and int8 verify of them failed), and EfficientViT's tests scale its branches in their own
-    recipe."""
+    tolerances were set on SHViT so (at 0.1x the S3 Core ML fp16 export test failed verify), and EfficientViT's
+    tests scale its branches in their own recipe."""
     from shvit_edge.models.weights import trained_like
 
     return trained_like(model, seed, branch_gain=1.0)
