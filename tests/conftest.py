@@ -102,26 +102,6 @@ def heavy_first(items: list, workers: int, maxschedchunk: int | None) -> list:
     return ordered
 
 
-def _has_int8_dot_product() -> bool:
-    """Whether this x86 CPU has VNNI (or the host is not x86). Without it ONNX Runtime's int8 kernels use AVX2's
-    saturating u8 x s8 multiply-add, and a static int8 ONNX model loses accuracy on this host only: measured on
-    an AVX2-only AMD EPYC, S1 int8 QDQ 13.7 dB SQNR against the fp32 model (26.9 dB with ORT's reduce_range)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True
-    if "avx2" not in flags:
-        return True  # not x86 (or too old to matter): no such saturation
-    return any(flag in flags.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
-#: an ONNX Runtime int8 parity check on a CPU where ORT's own x86 int8 kernels saturate (see above)
-onnx_int8_saturates = pytest.mark.xfail(
-    not _has_int8_dot_product(), strict=False,
-    reason="ONNX Runtime's int8 kernels saturate on x86 without VNNI: static int8 ONNX parity drops to ~14 dB "
-           "on this host (issue 13 re-measures int8)")
-
-
 @contextlib.contextmanager
 def time_limit(seconds: int):
     """Fail with TimeoutError instead of hanging when the body takes longer than ``seconds`` (SIGALRM; outside
