@@ -259,8 +259,10 @@ def check_options(profiles: list[TargetProfile], options: ExportOptions, source:
         raise UsageError("--keep-float applies with --quantize")
     from .quantize import resolve_calibration_method, resolve_dfq
 
-    for profile in profiles:
-        resolve_dfq(profile.backend, options.quantize, options.dfq)
+    resolved = [resolve_dfq(profile.backend, options.quantize, options.dfq) for profile in profiles]
+    if options.dfq not in ("default", "none") and not any(resolved):
+        offering = [name for name, b in backends().items() if b.dfq_default is not None]
+        raise UsageError(f"--dfq {options.dfq} applies to --quantize int8 on {', '.join(offering)}")
         if options.calibration_method is not None and len(profiles) == 1:
             resolve_calibration_method(profile.backend, options.quantize, options.calibration_method)
     if options.calibration_method is not None and len(profiles) > 1:
@@ -277,6 +279,24 @@ def check_options(profiles: list[TargetProfile], options: ExportOptions, source:
             from .images import list_images
 
             list_images(options.calibration, "--calibration", limit=options.calibration_samples)
+
+
+def check_dfq(source: ModelSource, profiles: list[TargetProfile], options: ExportOptions, progress) -> None:
+    """A usage error when a ``--dfq`` transform asked for would leave ``source``'s model as it is (a family
+    without the ReLU pairs it works through); else say how much each one acts on."""
+    from .models import dfq
+    from .quantize import resolve_dfq
+
+    asked = {t for p in profiles for t in resolve_dfq(p.backend, options.quantize, options.dfq)}
+    if not asked:
+        return
+    found = dfq.coverage(source.deploy_model(), source.model)
+    for transform in dfq.TRANSFORMS:
+        if transform in asked and not found[transform]:
+            raise UsageError(f"--dfq {options.dfq}: {transform} has nothing to act on in {source.variant}: "
+                             f"{dfq.NOTHING_TO_ACT_ON[transform]}")
+    progress("data-free transforms: " + ", ".join(f"{t} on {found[t]} conv pairs" for t in dfq.TRANSFORMS
+                                                  if t in asked))
 
 
 def _precision_for(profile: TargetProfile, options: ExportOptions) -> str:
@@ -296,6 +316,7 @@ def export(source: ModelSource, profiles: list[TargetProfile], options: ExportOp
         require(profile.backend)
     if options.keep_float:
         check_keep_float(source.deploy_model(), options.keep_float)
+    check_dfq(source, profiles, options, progress)
     JOBS.check("--jobs", jobs)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

@@ -99,3 +99,46 @@ def test_apply_checks_the_names_and_orders_the_transforms(models):
     x = _inputs()
     with torch.no_grad():
         assert float((both(x) - deploy(x)).abs().max()) < 0.05 * float(deploy(x).abs().max())
+
+
+def test_coverage_counts_what_each_transform_acts_on(models):
+    unfused, deploy = models
+    found = dfq.coverage(deploy, unfused)
+    assert found["cross-layer-equalization"] == len(dfq.relu_pairs(deploy)) > 0
+    # the pairs whose first conv is a ConvNorm, whose BatchNorm gives the ReLU's input statistics (not the
+    # squeeze-excites' plain fc1)
+    stats = dfq.preactivation_statistics(unfused)
+    assert found["bias-correction"] == sum(a in stats for a, _ in dfq.relu_pairs(deploy))
+    assert 0 < found["bias-correction"] < found["cross-layer-equalization"]
+
+
+@pytest.mark.parametrize("variant,choice,missing", [
+    ("sepvit_lite", "cle", "cross-layer-equalization"),  # GELU only: no ReLU pair
+    ("mobilevitv2_050", "cle+bias-correction", "cross-layer-equalization"),  # SiLU only
+    ("mobilevitv2_050", "bias-correction", "bias-correction"),
+])
+def test_a_transform_with_nothing_to_act_on_is_refused_before_anything_is_written(tmp_path, variant, choice,
+                                                                                   missing):
+    """``--dfq`` used to leave a family without ReLU pairs as it was and record the transform in the manifest."""
+    from click.testing import CliRunner
+
+    from shvit_edge.cli import cli
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", "--target", "onnx", "--variant", variant, "--resolution", "64",
+                                      "--quantize", "int8", "--calibration", "random", "--calibration-samples", "2",
+                                      "--dfq", choice, "--no-verify", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"--dfq {choice}: {missing} has nothing to act on in {variant}" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_dfq_outside_int8_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from shvit_edge.cli import cli
+
+    result = CliRunner().invoke(cli, ["export", "--target", "onnx", "--variant", "shvit_s1", "--resolution", "64",
+                                      "--quantize", "int8-dynamic", "--dfq", "cle", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--dfq cle applies to --quantize int8 on" in result.output, result.output
+    assert not (tmp_path / "o").exists()

@@ -167,6 +167,23 @@ def bias_correction(model: nn.Module, stats: dict, pairs: list[tuple[str, str]] 
     return model
 
 
+def coverage(deploy: nn.Module, unfused: nn.Module) -> dict[str, int]:
+    """Per transform, how many places of ``deploy`` it acts on: cross-layer equalization the conv pairs joined by
+    a ReLU (:func:`relu_pairs`), bias correction those whose first conv's output statistics a BatchNorm of
+    ``unfused`` records (:func:`preactivation_statistics`). 0: the transform would leave the model as it is."""
+    pairs = relu_pairs(deploy)
+    stats = preactivation_statistics(unfused)
+    return {"cross-layer-equalization": len(pairs), "bias-correction": sum(a in stats for a, _ in pairs)}
+
+
+#: why a transform finds nothing to act on, for :func:`coverage`'s zeros
+NOTHING_TO_ACT_ON = {
+    "cross-layer-equalization": "no two convs joined by a ReLU alone (it rescales through ReLU(x / s) = "
+                                "ReLU(x) / s, which GELU, SiLU and hard-swish do not satisfy)",
+    "bias-correction": "no conv after a ReLU whose input statistics a SHViT ConvNorm's BatchNorm records",
+}
+
+
 #: the names :func:`apply` takes, in the order it applies them
 TRANSFORMS = ("cross-layer-equalization", "bias-correction")
 
