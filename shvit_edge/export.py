@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -370,7 +371,7 @@ def _export_parallel(source: ModelSource, planned: list, options: ExportOptions,
     Longest first: this process, which already holds the model and its captures, exports the longest target
     while the workers start up and take the others in order; when done it takes back any target no worker
     has started (the cheapest, queued last), where it reuses its captures. Workers get the model once, as
-    weights (see :meth:`ModelSource.__getstate__`), and share their own captures between their targets.
+    weights in a private temporary file (:class:`_SourceOnDisk`), and share their own captures between their targets.
     Spawned, not forked: this process has used torch's OpenMP pool, and a fork of it can hang in the child.
 
     Ctrl-C or SIGTERM stops every worker, each of which removes its temporaries (its signal handler raises
@@ -403,12 +404,14 @@ def _export_parallel(source: ModelSource, planned: list, options: ExportOptions,
             record(i, _failure(profile, exc))
 
     threads = max(1, usable_cpus() // jobs)  # per lane: idle OpenMP threads spin, taking CPU from the others
+    workers = min(jobs - 1, len(order) - 1)
+    scratch = tempfile.TemporaryDirectory(prefix="shvit-edge-export-")  # private (0700): the weights for workers
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    workers = min(jobs - 1, len(order) - 1)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init,
-                               initargs=(source, threads, os.getpid(), [origin(p[0].backend) for p in planned]))
+                               initargs=(_SourceOnDisk(source, Path(scratch.name) / "weights.safetensors"), threads,
+                                         os.getpid(), [origin(p[0].backend) for p in planned]))
     try:
         futures = {pool.submit(_worker_export, planned[i][0], options, planned[i][2], planned[i][3], force): i
                    for i in order[1:]}
@@ -431,7 +434,28 @@ def _export_parallel(source: ModelSource, planned: list, options: ExportOptions,
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(previous_threads)
+        scratch.cleanup()
     return results
+
+
+class _SourceOnDisk:
+    """What a spawned export worker is started with: ``source`` with its weights left in a file (safetensors, as
+    :meth:`ModelSource.__getstate__` makes them) that the worker reads. The spawn pipe carries only this. With the
+    weights in it, the parent blocked for good writing them when a worker died before reading (CPython keeps the
+    pipe's read end open until the write is done): a script calling ``export(jobs=2)`` without the ``if __name__
+    == "__main__"`` guard, whose workers die re-running it, hung instead of reporting the dead worker."""
+
+    def __init__(self, source: ModelSource, path: Path):
+        state = source.__getstate__()
+        variant, num_classes, distillation, weights = state["model"]
+        path.write_bytes(weights)
+        self.state = dict(state, model=(variant, num_classes, distillation, str(path)))
+
+    def load(self) -> ModelSource:
+        variant, num_classes, distillation, path = self.state["model"]
+        source = ModelSource.__new__(ModelSource)
+        source.__setstate__(dict(self.state, model=(variant, num_classes, distillation, Path(path).read_bytes())))
+        return source
 
 
 def usable_cpus() -> int:
@@ -460,7 +484,7 @@ def _stop_workers(grace_seconds: float = 10.0) -> None:
 _worker_source: ModelSource | None = None
 
 
-def _worker_init(source: ModelSource, threads: int, parent_pid: int, origins: list) -> None:
+def _worker_init(source: _SourceOnDisk, threads: int, parent_pid: int, origins: list) -> None:
     import torch
 
     from ._process import die_with_parent
@@ -476,7 +500,7 @@ def _worker_init(source: ModelSource, threads: int, parent_pid: int, origins: li
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     torch.set_num_threads(threads)
-    _worker_source = source
+    _worker_source = source.load()
     try:  # tqdm (the converters' progress bars) would make a multiprocessing lock, and a worker ended by
         import tqdm  # a signal would leave it for the resource tracker to warn about; a thread lock will do
 

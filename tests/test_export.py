@@ -222,6 +222,29 @@ def test_parallel_export_matches_the_model(s1_source, reference_io, images_dir, 
         n for a in report.artifacts for n in (a.path.name, a.manifest.name))
 
 
+def test_a_script_without_the_main_guard_gets_its_dead_worker_reported_not_a_hang(tmp_path):
+    """A script calling ``export(jobs=2)`` at top level: each spawned worker re-runs it on import and dies trying
+    to spawn in turn. The parent used to block for good writing the model's weights into the dead worker's spawn
+    pipe; now its own target is exported and the worker's fails by name."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from shvit_edge.export import ExportOptions, export, load_source, resolve_targets\n"
+        "source = load_source(variant='shvit_s1', checkpoint=None)\n"
+        f"report = export(source, resolve_targets('onnx,tflite'), ExportOptions(resolution=(64, 64)), "
+        f"{str(tmp_path / 'out')!r} + '-' + __name__, jobs=2)\n"
+        "print('FAILED', [(f.target, f.message) for f in report.failures])\n"
+        "print('WROTE', [a.target for a in report.artifacts])\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "WROTE ['tflite']" in done.stdout, done.stdout  # this process's lane: the longest target
+    assert "FAILED [('onnx', 'RuntimeError: the export process died" in done.stdout, done.stdout
+    assert "bootstrapping phase" in done.stderr  # the worker's own error, which names the fix
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("variant", ["shvit_s2", "shvit_s3", "shvit_s4"])
 def test_larger_variants_export_and_match(randomized_checkpoints, images_dir, tmp_path, target, variant):
