@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+#: the real photos verify judges every artifact on (../shared beside the clone, as CI has it)
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "images"
 TARGETS = ("onnx", "executorch", "tflite")
 #: batch 1 is also exported for Core ML and verified on every target: the record that every variant converts
 ALL_TARGETS = ("coreml", *TARGETS)
@@ -85,31 +87,41 @@ def main() -> None:
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="the batch sizes to export and time")
     parser.add_argument("--export-only", action="store_true", help="fill --artifacts and stop (time later)")
     parser.add_argument("--verify-only", action="store_true", help="export and verify into --artifacts, then stop")
+    parser.add_argument("--images", default=str(PHOTOS) if PHOTOS.is_dir() else None,
+                        help="photos verify runs every batch-1 artifact on (default: the shared fixtures' five)")
+    parser.add_argument("--samples", type=int, default=8, help="seeded random inputs verify adds to the photos")
+    parser.add_argument("--update-verify", action="store_true",
+                        help="with --artifacts: export batch 1 and verify it, then replace the verification and "
+                             "batch-1 delegation of the record at --out, keeping its timing")
     parser.add_argument("--out", default=str(RESULTS / "compare.json"))
     args = parser.parse_args()
     from shvit_edge.models.registry import families
 
     variants = [v for f in families() for v in f.variants()] if args.variants == "all" else args.variants.split(",")
     batches = tuple(int(b) for b in args.batches.split(","))
+    if args.update_verify:
+        update_verify(variants, Path(args.artifacts), args)
+        return
     if args.artifacts:
         folders, exports = export_all(variants, batches, Path(args.artifacts), args.jobs)
         if args.export_only:
             return
-        verified = verify_all(folders, Path(args.artifacts) / "verify.json")
+        verified = verify_all(folders, args.images, args.samples, Path(args.artifacts) / "verify.json")
         if args.verify_only:
             return
         doc = time_all(folders, args)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             folders, exports = export_all(variants, batches, Path(tmp), args.jobs)
-            verified = verify_all(folders)
+            verified = verify_all(folders, args.images, args.samples)
             doc = time_all(folders, args)
     doc = summarize(doc, variants, exports)
     doc["verify"] = verified
     doc["delegation"] = delegation(folders)
     doc["command"] = (f"python benchmarks/compare.py --variants {args.variants} --batches {args.batches} "
                       f"--seconds {args.seconds:g} "
-                      f"--rounds {args.rounds} --warmup {args.warmup}")
+                      f"--rounds {args.rounds} --warmup {args.warmup} --samples {args.samples}"
+                      + (" --images ../shared/fixtures/images" if args.images else ""))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -164,7 +176,9 @@ def checkpoint(variant: str, folder: Path) -> Path:
     if not path.is_file():
         family, name = resolve_variant(variant)
         side = family.default_resolution(name)
-        model = trained_like(family.create(name), seed=zlib.crc32(name.encode()), resolution=side)
+        mean, std, _ = family.preprocessing(name)
+        model = trained_like(family.create(name), seed=zlib.crc32(name.encode()), resolution=side, mean=mean,
+                             std=std)
         state = family.from_model_keys(model.state_dict(), family.layouts[0])
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in state.items()}, str(path.with_suffix(".tmp")))
@@ -172,37 +186,66 @@ def checkpoint(variant: str, folder: Path) -> Path:
     return path
 
 
-def verify_all(folders: list[Path], cache: Path | None = None) -> dict:
-    """``verify`` of every batch-1 artifact (against its checkpoint, on seeded random inputs): per variant and
-    target its status, reason and cosine, and for ExecuTorch the XNNPACK delegation (partitions, ops outside).
-    ``cache``: a JSON file of earlier results (a kept ``--artifacts`` folder's), whose variants are not verified
-    again; it is rewritten after each variant."""
+def verify_all(folders: list[Path], images: str | None, samples: int, cache: Path | None = None) -> dict:
+    """``verify`` of every batch-1 artifact against its checkpoint, on ``images`` (a folder of photos, as a user's
+    ``verify --images`` does) and ``samples`` seeded random inputs: per variant and target its status, reason
+    and cosine (the .pte's delegation is :func:`delegation`'s). ``cache``: a JSON file of earlier results (a kept
+    ``--artifacts`` folder's) on the same inputs, whose variants are not verified again; it is rewritten after
+    each variant."""
     from shvit_edge.artifacts import find_artifacts
     from shvit_edge.manifest import manifest_path, read_manifest
     from shvit_edge.verify import VerifyOptions, verify
 
+    inputs = {"images": sorted(p.name for p in Path(images).iterdir()) if images else [], "random": samples}
     record: dict = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+    if record.get("inputs") != inputs:
+        record = {"inputs": inputs}  # verified on other inputs: not this run's record
     for folder in folders:
         if folder.parent.name != "b1" or folder.name in record:
             continue
         start = time.perf_counter()
-        results = {Path(r.artifact).name: r for r in verify([folder], VerifyOptions(samples=4))}
+        results = {Path(r.artifact).name: r
+                   for r in verify([folder], VerifyOptions(images=images, samples=samples))}
         for path in find_artifacts([folder]):
             manifest = read_manifest(manifest_path(path))
             result = results.get(path.name)
             entry = {"artifact": path.name, "status": result.status if result else "missing",
                      "reason": result.reason if result else "verify returned no result",
                      "cosine": (next(iter(result.metrics.values()), {}) or {}).get("cosine") if result else None}
-            if manifest.target == "executorch":
-                delegation = manifest.details.get("delegation", {})
-                entry["delegation"] = {k: delegation.get(k) for k in ("partitions", "ops_outside_total",
-                                                                      "ops_outside")}
             record.setdefault(manifest.variant, {})[manifest.target] = entry
         print(f"verified {folder.name} in {time.perf_counter() - start:.0f} s: "
               + ", ".join(f"{t} {e['status']}" for t, e in record.get(folder.name, {}).items()), flush=True)
         if cache is not None:
             cache.write_text(json.dumps(record, indent=1))
     return record
+
+
+def update_verify(variants: list[str], root: Path, args) -> None:
+    """Export batch 1 of every variant into ``root`` (from this code's trained-like checkpoints), verify it, and
+    put that verification, with the batch-1 delegation and how it was made, into the record at ``--out`` in place
+    of its own; the record's timing stays. For a change to the weights or to what verify runs on: latency does
+    not depend on the weights, and a timing run needs an hour of a quiet machine."""
+    out = Path(args.out)
+    doc = json.loads(out.read_text())
+    start = time.perf_counter()
+    folders, exports = export_all(variants, (1,), root, args.jobs)
+    verified = verify_all(folders, args.images, args.samples, root / "verify.json")
+    lowered = delegation(folders)
+    for variant, found in lowered.items():
+        doc["delegation"].setdefault(variant, {})["b1"] = found["b1"]
+    doc["verify"] = verified
+    doc["verify_run"] = {
+        "command": (f"python benchmarks/compare.py --update-verify --artifacts DIR --variants {args.variants} "
+                    f"--samples {args.samples}" + (" --images ../shared/fixtures/images" if args.images else "")),
+        "date": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - start, 1),
+        "weights": "models.weights.trained_like with each family's mean and std (this code's), seeded by name",
+        "exports": exports,
+        "timing_from": doc["command"],
+    }
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_report(doc, out.with_suffix(""))
+    print(verify_line(verified))
+    print(f"updated {out} and {out.with_suffix('')}/")
 
 
 def delegation(folders: list[Path]) -> dict:
@@ -340,6 +383,16 @@ def scatter(doc: dict, x_of, x_label: str, log_x: bool) -> bytes:
     return png(plt, fig)
 
 
+def verify_line(verified: dict) -> str:
+    """How many batch-1 artifacts passed verify, on what, and which did not."""
+    inputs = verified.get("inputs", {})
+    entries = [(v, t, e) for v, targets in verified.items() if v != "inputs" for t, e in targets.items()]
+    failed = [f"{v} {t} ({e['status']}: {e['reason']})" for v, t, e in entries if e["status"] != "pass"]
+    return (f"verify (batch 1, against each checkpoint's PyTorch model, on {len(inputs.get('images', []))} photos + "
+            f"{inputs.get('random', 0)} seeded random inputs): {len(entries) - len(failed)} of {len(entries)} "
+            "artifacts pass" + (f"; not: {'; '.join(failed)}" if failed else ""))
+
+
 def write_report(doc: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = {"latency_vs_macs.png": scatter(doc, lambda f: f["macs"] / 1e9, "MACs per image (G)", True),
@@ -358,6 +411,9 @@ def write_report(doc: dict, out_dir: Path) -> None:
         f"`{doc['command']}`: {machine.get('processor') or machine.get('machine')}, {machine['cpus']} CPUs, one "
         f"thread, torch {machine.get('torch')}; every candidate in one run, rounds alternating; trained-like seeded "
         "weights.",
+        "", verify_line(doc["verify"])
+        + (f" (`{doc['verify_run']['command']}`, {doc['verify_run']['date']}; the timing is the run above's)"
+           if "verify_run" in doc else ""),
         "", "## Claims", "", *claims, "", "## All variants", "", markdown_table(doc), "",
         *(f"![{name}]({name})" for name in plots), "",
     ]

@@ -55,8 +55,6 @@ def test_every_variant_converted_to_all_four_targets_and_passed_verify(record, v
             assert entry["status"] == "fail"
             named = f"- `{variant}` {target} (fp16): cosine {entry['cosine']:.5f}"
             assert named in readme_section(), f"{variant} {target} failed verify unreported: {entry['reason']}"
-    delegation = verified["executorch"]["delegation"]
-    assert delegation["partitions"] == 1 and delegation["ops_outside_total"] == 0, (variant, delegation)
     # the batch-16 programs are other graphs (SepViT's window tokens are repeated per image there)
     for batch in ("b1", "b16"):
         lowered = record["delegation"][variant][batch]
