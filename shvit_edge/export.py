@@ -264,8 +264,8 @@ def check_options(profiles: list[TargetProfile], options: ExportOptions, source:
     if options.dfq not in ("default", "none") and not any(resolved):
         offering = [name for name, b in backends().items() if b.dfq_default is not None]
         raise UsageError(f"--dfq {options.dfq} applies to --quantize int8 on {', '.join(offering)}")
-        if options.calibration_method is not None and len(profiles) == 1:
-            resolve_calibration_method(profile.backend, options.quantize, options.calibration_method)
+    if options.calibration_method is not None and len(profiles) == 1:
+        resolve_calibration_method(profiles[0].backend, options.quantize, options.calibration_method)
     if options.calibration_method is not None and len(profiles) > 1:
         raise UsageError("--calibration-method names one backend's method: export one target at a time")
     for profile in profiles:

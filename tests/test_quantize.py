@@ -213,3 +213,12 @@ def test_a_quantized_export_is_verified_against_fp32_and_the_manifest_records_it
     (recorded,) = manifest.verification["results"]
     assert recorded["status"] == check["status"] and recorded["metrics"] == check["metrics"]
     assert manifest.verification["inputs"]["images"] == sorted(p.name for p in images_dir.iterdir())
+
+
+def test_a_calibration_method_the_backend_lacks_is_refused_before_anything_is_written(tmp_path):
+    result = CliRunner().invoke(cli, ["export", "--target", "onnx", "--variant", "shvit_s1", "--resolution", "64",
+                                      "--quantize", "int8", "--calibration", "random", "--calibration-method",
+                                      "histogram", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "--calibration-method histogram: onnx offers minmax, entropy, percentile, distribution" in result.output
+    assert not (tmp_path / "o").exists()
