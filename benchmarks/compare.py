@@ -100,6 +100,8 @@ def main() -> None:
     variants = [v for f in families() for v in f.variants()] if args.variants == "all" else args.variants.split(",")
     batches = tuple(int(b) for b in args.batches.split(","))
     if args.update_verify:
+        if not args.artifacts:
+            parser.error("--update-verify needs --artifacts DIR (the batch-1 exports it verifies)")
         update_verify(variants, Path(args.artifacts), args)
         return
     if args.artifacts:
