@@ -122,8 +122,7 @@ def main() -> None:
     doc["delegation"] = delegation(folders)
     doc["command"] = (f"python benchmarks/compare.py --variants {args.variants} --batches {args.batches} "
                       f"--seconds {args.seconds:g} "
-                      f"--rounds {args.rounds} --warmup {args.warmup} --samples {args.samples}"
-                      + (" --images ../shared/fixtures/images" if args.images else ""))
+                      f"--rounds {args.rounds} --warmup {args.warmup}{verify_options(args)}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -195,10 +194,11 @@ def verify_all(folders: list[Path], images: str | None, samples: int, cache: Pat
     ``--artifacts`` folder's) on the same inputs, whose variants are not verified again; it is rewritten after
     each variant."""
     from shvit_edge.artifacts import find_artifacts
+    from shvit_edge.images import list_images
     from shvit_edge.manifest import manifest_path, read_manifest
     from shvit_edge.verify import VerifyOptions, verify
 
-    inputs = {"images": sorted(p.name for p in Path(images).iterdir()) if images else [], "random": samples}
+    inputs = {"images": [p.name for p in list_images(images)] if images else [], "random": samples}
     record: dict = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
     if record.get("inputs") != inputs:
         record = {"inputs": inputs}  # verified on other inputs: not this run's record
@@ -222,6 +222,11 @@ def verify_all(folders: list[Path], images: str | None, samples: int, cache: Pat
     return record
 
 
+def verify_options(args) -> str:
+    """The command line's verify options, as the record quotes them (the photos by their path beside a clone)."""
+    return f" --samples {args.samples}" + (" --images ../shared/fixtures/images" if args.images else "")
+
+
 def update_verify(variants: list[str], root: Path, args) -> None:
     """Export batch 1 of every variant into ``root`` (from this code's trained-like checkpoints), verify it, and
     put that verification, with the batch-1 delegation and how it was made, into the record at ``--out`` in place
@@ -237,8 +242,8 @@ def update_verify(variants: list[str], root: Path, args) -> None:
         doc["delegation"].setdefault(variant, {})["b1"] = found["b1"]
     doc["verify"] = verified
     doc["verify_run"] = {
-        "command": (f"python benchmarks/compare.py --update-verify --artifacts DIR --variants {args.variants} "
-                    f"--samples {args.samples}" + (" --images ../shared/fixtures/images" if args.images else "")),
+        "command": (f"python benchmarks/compare.py --update-verify --artifacts DIR --variants {args.variants}"
+                    f"{verify_options(args)}"),
         "date": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - start, 1),
         "weights": "models.weights.trained_like with each family's mean and std (this code's), seeded by name",
         "exports": exports,

@@ -406,12 +406,16 @@ def _export_parallel(source: ModelSource, planned: list, options: ExportOptions,
     threads = max(1, usable_cpus() // jobs)  # per lane: idle OpenMP threads spin, taking CPU from the others
     workers = min(jobs - 1, len(order) - 1)
     scratch = tempfile.TemporaryDirectory(prefix="shvit-edge-export-")  # private (0700): the weights for workers
+    try:
+        on_disk = _SourceOnDisk(source, Path(scratch.name) / "weights.safetensors")
+    except BaseException:
+        scratch.cleanup()
+        raise
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init,
-                               initargs=(_SourceOnDisk(source, Path(scratch.name) / "weights.safetensors"), threads,
-                                         os.getpid(), [origin(p[0].backend) for p in planned]))
+                               initargs=(on_disk, threads, os.getpid(), [origin(p[0].backend) for p in planned]))
     try:
         futures = {pool.submit(_worker_export, planned[i][0], options, planned[i][2], planned[i][3], force): i
                    for i in order[1:]}

@@ -197,7 +197,7 @@ def report(source, profile, options, images: str | None, samples: int, keep: int
     """The sensitivity report for exporting ``source`` to ``profile`` with ``options`` (an
     :class:`~shvit_edge.export.ExportOptions` with ``quantize`` set). Evaluated on the ``images`` folder and
     ``samples`` seeded random inputs."""
-    from .export import ExportJob, check_dfq, check_options
+    from .export import ExportJob, check_options
     from .images import list_images, load_pixels, normalize
 
     progress = progress or (lambda message: None)
@@ -205,7 +205,6 @@ def report(source, profile, options, images: str | None, samples: int, keep: int
     if mode is None:
         raise UsageError("quantize-report needs --quantize MODE")
     check_options([profile], options, source)
-    check_dfq(source, [profile], options, progress)
     if mode not in SIMULATED:
         raise UsageError(f"quantize-report does not simulate --quantize {mode} (it does: {', '.join(SIMULATED)})")
     if keep < 1:
