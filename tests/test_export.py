@@ -369,7 +369,9 @@ def test_untrained_export_says_so_and_records_the_seed(tmp_path):
     assert "UNTRAINED" in result.stderr
     manifest = read_manifest(Path(json.loads(result.stdout)["artifacts"][0]["manifest"]))
     assert manifest.untrained and manifest.checkpoint.path == "untrained" and manifest.checkpoint.seed == 3
-    rebuilt = shvit_edge.models.build.untrained_model("shvit_s1", seed=3)
+    from shvit_edge.models.build import untrained_model
+
+    rebuilt = untrained_model("shvit_s1", seed=3)
     x = torch.randn(1, 3, 64, 64)
     runner = get_backend("onnx").load(Path(json.loads(result.stdout)["artifacts"][0]["path"]))
     with torch.no_grad():
